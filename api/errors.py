@@ -1,0 +1,113 @@
+"""Every failure rendered in Anthropic's error envelope, by one set of handlers.
+
+Exceptions::
+
+    ApiError                 any error with a status and an Anthropic error type
+    ├── NotFound             404 not_found_error (+ top-level "detail" the seed's clients read)
+    ├── InvalidRequest       400 invalid_request_error, with optional [{loc, msg, type}]
+    └── Overloaded           529 overloaded_error, with Retry-After
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from shared.schemas import BodyInvalid
+
+log = logging.getLogger("sluice.api")
+
+_TYPES_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "api_error",
+    529: "overloaded_error",
+}
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, Anthropic error type, human message."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        error_type: str | None = None,
+        detail: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type or _TYPES_BY_STATUS.get(status, "api_error")
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class NotFound(ApiError):
+    """No such message (unknown, deleted, expired, or another tenant's)."""
+
+    def __init__(self, message_id: str) -> None:
+        text = f"Stream with message_id {message_id} not found"
+        super().__init__(404, text, detail=text)
+
+
+class InvalidRequest(ApiError):
+    """400 with the path of each bad field."""
+
+    def __init__(self, message: str, detail: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(400, message, detail=detail)
+
+
+class Overloaded(ApiError):
+    """529: the queue is over its depth limit."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(529, message, headers={"Retry-After": str(retry_after)})
+
+
+def error_response(error: ApiError) -> Response:
+    """The envelope for ``error``."""
+    body: dict[str, Any] = {
+        "type": "error",
+        "error": {"type": error.error_type, "message": error.message},
+    }
+    if error.detail is not None:
+        body["detail"] = error.detail
+    response = jsonify(body)
+    response.status_code = error.status
+    response.headers.update(error.headers)
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Route every exception through ``error_response``."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(BodyInvalid)
+    def _invalid(error: BodyInvalid) -> Response:
+        return error_response(InvalidRequest(f"Invalid request body: {error}", error.details))
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> Response:
+        status = error.code or 500
+        return error_response(ApiError(status, error.description or error.name))
+
+    @app.errorhandler(Exception)
+    def _bug(error: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(ApiError(500, "Internal server error.", error_type="api_error"))

@@ -1,0 +1,163 @@
+"""What the views call: the per-app services and the message operations on them."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Celery
+from flask import current_app
+
+from api.errors import ApiError, InvalidRequest, NotFound
+from shared.celery_config import GENERATE_TASK, celery_config
+from shared.models import ModelRegistry, load_registry
+from shared.priority import Placement, place
+from shared.settings import Settings
+from shared.store import PENDING, PROCESSING, TERMINAL_STATUSES, MessageStore
+
+#: How long a cancel call waits for a running generation to reach its terminal state.
+CANCEL_WAIT_SECONDS = 2.0
+
+
+@dataclass
+class Services:
+    """Everything one app instance talks to, bound into ``app.extensions``."""
+
+    settings: Settings
+    redis: redis.Redis
+    store: MessageStore
+    registry: ModelRegistry
+    celery: Celery
+
+
+def build_services(settings: Settings) -> Services:
+    """Clients for ``settings``; nothing connects until first used."""
+    client = redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_keepalive=True,
+        health_check_interval=10, retry_on_timeout=True,
+    )
+    store = MessageStore(
+        client,
+        retention_seconds=settings.retention_seconds,
+        active_ttl_seconds=settings.active_ttl_seconds,
+        stream_maxlen=settings.stream_maxlen,
+    )
+    producer = Celery("sluice-api", set_as_current=False)
+    producer.conf.update(celery_config(settings))
+    return Services(settings, client, store, load_registry(settings), producer)
+
+
+def services() -> Services:
+    """The services of the current app."""
+    found: Services = current_app.extensions["sluice"]
+    return found
+
+
+def new_message_id() -> str:
+    """A unique, URL-safe id in Anthropic's style."""
+    return "msg_" + secrets.token_urlsafe(18)
+
+
+def submit(svc: Services, body: dict[str, Any], message_id: str | None = None) -> tuple[str, Placement]:
+    """Store a validated body as a pending message and queue its task; returns its id."""
+    spec = svc.registry.resolve(body["model"])
+    assert spec is not None, "load_chat_body checks the model"
+    message_id = message_id or new_message_id()
+    placement = place(spec.queue, body.get("priority"), svc.settings.default_priority)
+    fields = {
+        "model": spec.id,
+        "requested_model": body["model"],
+        "priority": placement.priority,
+        "queue": placement.queue,
+        "band": placement.band,
+        "message_count": len(body["messages"]),
+        "thinking_enabled": int(_thinking_enabled(body)),
+        "correlation_id": body.get("correlation_id") or "",
+        "request_metadata": json.dumps(body.get("metadata") or {}),
+        "stream_type": "chat_completion",
+    }
+    if not svc.store.create(message_id, body, fields):
+        raise InvalidRequest(f"Message with message_id {message_id} already exists")
+    try:
+        svc.celery.send_task(
+            GENERATE_TASK,
+            args=[message_id],
+            queue=placement.queue,
+            priority=placement.band,
+            headers={"correlation_id": body.get("correlation_id") or ""},
+        )
+    except Exception as exc:  # the broker is down: say so, and leave no pending ghost behind
+        svc.store.finish(message_id, "error", [], {"error_message": f"could not queue: {exc}"},
+                         expected=PENDING)
+        raise ApiError(503, "The task queue is unavailable; try again.") from exc
+    return message_id, placement
+
+
+def _thinking_enabled(body: dict[str, Any]) -> bool:
+    thinking = body.get("thinking") or {}
+    return bool(thinking.get("enabled") or thinking.get("type") == "enabled")
+
+
+def require_status(svc: Services, message_id: str) -> dict[str, str]:
+    """The status hash, or 404."""
+    status = svc.store.get_status(message_id)
+    if status is None:
+        raise NotFound(message_id)
+    return status
+
+
+def cancel(svc: Services, message_id: str) -> str:
+    """Cancel a message and wait briefly for its terminal state; returns the status."""
+    status = svc.store.cancel(message_id)
+    if status is None:
+        raise NotFound(message_id)
+    deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+    while status == PROCESSING and time.monotonic() < deadline:
+        time.sleep(0.01)
+        status = svc.store.get_field(message_id, "status") or status
+    return status
+
+
+def status_body(message_id: str, status: dict[str, str]) -> dict[str, Any]:
+    """The ``/status`` response for a status hash."""
+    numbers = ("queue_wait_ms", "ttft_ms", "input_tokens", "output_tokens", "event_count",
+               "tokens_per_second", "duration_ms")
+    metadata: dict[str, Any] = {
+        "model": status.get("model"),
+        "priority": _int(status.get("priority")),
+        "queue": status.get("queue"),
+        "band": _int(status.get("band")),
+        "message_count": _int(status.get("message_count")),
+        "thinking_enabled": status.get("thinking_enabled") == "1",
+        "correlation_id": status.get("correlation_id") or None,
+        "request_metadata": json.loads(status.get("request_metadata") or "{}"),
+    }
+    for name in numbers:
+        if name in status:
+            metadata[name] = float(status[name]) if "." in status[name] else int(status[name])
+    for name in ("worker", "started_at", "stop_reason", "model_ran"):
+        if name in status:
+            metadata[name] = status[name]
+    return {
+        "message_id": message_id,
+        "status": status.get("status"),
+        "created_at": status.get("created_at"),
+        "updated_at": status.get("updated_at"),
+        "completed_at": status.get("completed_at") or None,
+        "error_message": status.get("error_message") or None,
+        "stream_type": status.get("stream_type", "chat_completion"),
+        "metadata": metadata,
+    }
+
+
+def _int(raw: str | None) -> int | None:
+    return int(raw) if raw not in (None, "") else None
+
+
+def is_terminal(status: str | None) -> bool:
+    """True for completed, cancelled and error."""
+    return status in TERMINAL_STATUSES

@@ -1,0 +1,80 @@
+"""Server-Sent Events: replay a message's stream from a cursor, then tail it live."""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from shared import events as ev
+from shared.store import MessageStore, StoredEvent
+
+SSE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+    "Connection": "keep-alive",
+}
+PING_FRAME = b'event: ping\ndata: {"type":"ping"}\n\n'
+
+
+def frame(event: StoredEvent) -> bytes:
+    """One stored event as an SSE frame; its data is sent exactly as stored."""
+    return f"id: {event.id}\nevent: {event.type}\ndata: {event.data}\n\n".encode()
+
+
+def follow(
+    store: MessageStore, message_id: str, after: str, *, idle_seconds: float
+) -> Iterator[StoredEvent | None]:
+    """Stored events after ``after``, then live ones, ending after the terminal event.
+
+    Yields ``None`` each time ``idle_seconds`` pass with nothing new (time for a ping);
+    ends early if the message is deleted or expires meanwhile.
+    """
+    last = after
+    block_ms = max(int(idle_seconds * 1000), 1)
+    while True:
+        batch = store.read_events(message_id, last, block_ms=block_ms)
+        if not batch:
+            if store.get_field(message_id, "status") is None:
+                return
+            yield None
+            continue
+        for item in batch:
+            yield item
+            if ev.is_terminal(item.type):
+                return
+            last = item.id
+
+
+def client_gone(environ: dict[str, Any]) -> bool:
+    """True when the HTTP client has closed its connection (checked without blocking)."""
+    sock = environ.get("gunicorn.socket")
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
+def sse_body(
+    items: Iterator[StoredEvent | None], on_close: Callable[[bool], None] | None = None
+) -> Iterator[bytes]:
+    """SSE bytes for ``items``: a frame per event, a ping per idle tick.
+
+    ``on_close(finished)`` runs when the response ends, with whether the terminal
+    event was sent; a client that went away leaves ``finished`` False.
+    """
+    finished = False
+    try:
+        for item in items:
+            if item is None:
+                yield PING_FRAME
+                continue
+            yield frame(item)
+            finished = ev.is_terminal(item.type)
+    finally:
+        if on_close is not None:
+            on_close(finished)

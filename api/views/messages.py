@@ -1,0 +1,154 @@
+"""Messages: async submit, observe, status, cancel, delete; and the synchronous endpoint."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Response, jsonify, request
+
+from api.errors import InvalidRequest
+from api.services import (
+    Services,
+    cancel,
+    require_status,
+    services,
+    status_body,
+    submit,
+)
+from api.sse import SSE_HEADERS, client_gone, follow, sse_body
+from shared.accumulator import Accumulator
+from shared.schemas import check_message_id, load_chat_body
+from shared.store import InvalidCursor, StoredEvent
+
+#: How often the synchronous endpoint looks for a vanished client while waiting.
+SYNC_POLL_SECONDS = 1.0
+
+
+def json_body(*, optional: bool = False) -> Any:
+    """The request's JSON body; 400 for a wrong content type or malformed JSON."""
+    raw = request.get_data(cache=True)
+    if optional and not raw.strip():
+        return None
+    if request.mimetype != "application/json":
+        raise InvalidRequest("Content-Type must be application/json.")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"Malformed JSON body: {exc}") from None
+
+
+def _chat_body(svc: Services) -> dict[str, Any]:
+    return load_chat_body(json_body(), svc.registry.names())
+
+
+def create_async() -> Response:
+    """Start a background generation and answer at once with its id."""
+    svc = services()
+    message_id = request.args.get("message_id")
+    if message_id is not None:
+        check_message_id(message_id)
+    body = _chat_body(svc)
+    message_id, _ = submit(svc, body, message_id)
+    return jsonify(
+        {"message_id": message_id, "status": "pending", "message": "Request initiated successfully"}
+    )
+
+
+def _cursor(svc: Services, message_id: str) -> str:
+    raw = request.headers.get("Last-Event-ID") or request.args.get("after")
+    if raw is None:
+        return "0-0"
+    try:
+        return svc.store.check_cursor(message_id, raw.strip())
+    except InvalidCursor as exc:
+        raise InvalidRequest(str(exc), [{"loc": ["cursor"], "msg": str(exc),
+                                         "type": "value_error"}]) from None
+
+
+def stream(message_id: str) -> Response:
+    """Replay the message's events after the cursor, then tail them live, over SSE."""
+    svc = services()
+    require_status(svc, message_id)
+    after = _cursor(svc, message_id)
+    items = follow(svc.store, message_id, after, idle_seconds=svc.settings.ping_interval_seconds)
+    return Response(sse_body(items), mimetype="text/event-stream", headers=SSE_HEADERS)
+
+
+def status(message_id: str) -> Response:
+    """Status and metadata, without consuming events."""
+    svc = services()
+    return jsonify(status_body(message_id, require_status(svc, message_id)))
+
+
+def cancel_message(message_id: str) -> Response:
+    """Cancel; idempotent, and a terminal message stays as it is."""
+    svc = services()
+    body = json_body(optional=True)
+    if body not in (None, {}):
+        raise InvalidRequest("The cancel body, if any, must be {}.",
+                             [{"loc": ["body"], "msg": "must be {}", "type": "value_error"}])
+    final = cancel(svc, message_id)
+    return jsonify(
+        {"message": "Stream cancelled successfully", "message_id": message_id, "status": final}
+    )
+
+
+def delete_message(message_id: str) -> Response:
+    """Delete status, request and events; a running generation stops."""
+    svc = services()
+    if not svc.store.delete(message_id):
+        require_status(svc, message_id)  # raises the 404
+    return jsonify({"message_id": message_id, "deleted": True})
+
+
+def create_sync() -> Response:
+    """Synchronous chat riding the async path: relay the stream, or return the Message."""
+    svc = services()
+    body = _chat_body(svc)
+    message_id, _ = submit(svc, body)
+    environ = request.environ
+
+    def on_close(finished: bool) -> None:
+        if not finished:  # the client left before the end: stop the generation
+            svc.store.cancel(message_id)
+
+    if body.get("stream"):
+        items = follow(svc.store, message_id, "0-0",
+                       idle_seconds=svc.settings.ping_interval_seconds)
+        return Response(sse_body(items, on_close), mimetype="text/event-stream",
+                        headers=SSE_HEADERS)
+    acc = Accumulator()
+    finished = False
+    try:
+        for item in _watching(follow(svc.store, message_id, "0-0", idle_seconds=SYNC_POLL_SECONDS),
+                              environ):
+            acc.feed(json.loads(item.data))
+        finished = acc.done
+    finally:
+        on_close(finished)
+    if acc.error is not None:
+        return _stream_error_response(acc)
+    return jsonify(acc.message)
+
+
+def _watching(items: Iterator[StoredEvent | None], environ: dict[str, Any]) -> Iterator[StoredEvent]:
+    """Events of ``items``; stops early when the client has gone away."""
+    for item in items:
+        if item is None:
+            if client_gone(environ):
+                return
+            continue
+        yield item
+
+
+def _stream_error_response(acc: Accumulator) -> Response:
+    assert acc.error is not None
+    status = 529 if acc.error.error_type == "overloaded_error" else 500
+    response = jsonify(
+        {"type": "error", "error": {"type": acc.error.error_type, "message": acc.error.message}}
+    )
+    response.status_code = status
+    return response
+

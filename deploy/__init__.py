@@ -1,0 +1,1 @@
+"""Deployment: the local stack launcher (`make run`, test fixtures), compose and Kubernetes files."""

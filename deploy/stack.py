@@ -1,0 +1,186 @@
+"""Starts and stops the real processes of a Sluice stack: redis-server, Celery workers,
+gunicorn, Flower. Used by ``make run`` (``deploy/run.py``), the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``predicate`` until it is true; raise ``TimeoutError`` naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if predicate():
+                return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    """True when something accepts connections on 127.0.0.1:``port``."""
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def http_ok(url: str) -> bool:
+    """True when ``url`` answers 200."""
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return response.status == 200
+
+
+@dataclass
+class Process:
+    """A started process, in its own process group, logging to a file."""
+
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signum)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``."""
+        if not self.alive():
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.popen.wait(5)
+
+    def log_tail(self, lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+@dataclass
+class Stack:
+    """A set of processes sharing one environment and one folder for logs and data."""
+
+    var_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    processes: list[Process] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.var_dir.mkdir(parents=True, exist_ok=True)
+        base = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+        base.update(self.env)
+        base["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), base.get("PYTHONPATH")]))
+        base.setdefault("PYTHONUNBUFFERED", "1")
+        self.env = base
+
+    def spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Process:
+        """Start ``argv`` in its own session, output to ``var_dir/<name>.log``."""
+        log_path = self.var_dir / f"{name}.log"
+        log_file = log_path.open("ab")
+        popen = subprocess.Popen(
+            argv, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log_file,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        log_file.close()
+        process = Process(name, popen, log_path)
+        self.processes.append(process)
+        return process
+
+    def start_redis(self, port: int | None = None, *, persistent: bool = True) -> str:
+        """A redis-server on loopback; returns its URL and sets ``SLUICE_REDIS_URL``."""
+        server = shutil.which("redis-server") or "/usr/bin/redis-server"
+        port = port or free_port()
+        data = self.var_dir / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+                "--maxmemory-policy", "noeviction", "--protected-mode", "yes",
+                "--save", "", "--appendonly", "yes" if persistent else "no",
+                "--appendfsync", "everysec"]
+        process = self.spawn(f"redis-{port}", argv)
+        self._wait(process, lambda: port_open(port), 20, "redis-server")
+        url = f"redis://127.0.0.1:{port}/0"
+        self.env["SLUICE_REDIS_URL"] = url
+        return url
+
+    def start_worker(self, hostname: str = "worker1", *, queues: str = "sluice.local",
+                     concurrency: int | None = None, pool: str = "prefork",
+                     env: Mapping[str, str] | None = None) -> Process:
+        """A real Celery worker consuming ``queues``."""
+        conc = concurrency or int(self.env.get("SLUICE_WORKER_CONCURRENCY", "1"))
+        argv = [sys.executable, "-m", "celery", "-A", "workers.main", "worker",
+                "--hostname", f"{hostname}@%h", "--queues", queues, "--pool", pool,
+                "--concurrency", str(conc), "--loglevel", "INFO", "--without-gossip",
+                "--without-mingle", "-E"]
+        return self.spawn(f"worker-{hostname}", argv, env)
+
+    def start_api(self, port: int | None = None, env: Mapping[str, str] | None = None) -> str:
+        """gunicorn (gevent workers) serving the API; returns its base URL."""
+        port = port or free_port()
+        argv = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "api" / "gunicorn_conf.py"),
+                "api.wsgi:app"]
+        process = self.spawn(f"api-{port}", argv, {"SLUICE_PORT": str(port), **(env or {})})
+        self._wait(process, lambda: http_ok(f"http://127.0.0.1:{port}/health"), 30, "the API")
+        return f"http://127.0.0.1:{port}"
+
+    def start_flower(self, port: int, basic_auth: str | None = None) -> str:
+        """Flower on ``port`` (task events come from the workers' ``-E``)."""
+        argv = [sys.executable, "-m", "celery", "-A", "workers.main", "flower",
+                f"--port={port}", "--address=127.0.0.1"]
+        if basic_auth:
+            argv.append(f"--basic-auth={basic_auth}")
+        process = self.spawn(f"flower-{port}", argv)
+        self._wait(process, lambda: port_open(port), 30, "Flower")
+        return f"http://127.0.0.1:{port}"
+
+    def wait_ready(self, base_url: str, timeout: float = 120) -> None:
+        """Until ``/ready`` says a worker consumes."""
+        wait_for(lambda: http_ok(f"{base_url}/ready"), timeout, f"{base_url}/ready")
+
+    def _wait(self, process: Process, predicate, timeout: float, what: str) -> None:
+        def up() -> bool:
+            if not process.alive():
+                raise RuntimeError(f"{what} exited:\n{process.log_tail()}")
+            return bool(predicate())
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if up():
+                    return
+            except RuntimeError:
+                raise
+            except Exception:  # not up yet
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(f"{what} did not come up in {timeout}s:\n{process.log_tail()}")
+
+    def stop(self) -> None:
+        """Stop every process, newest first."""
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()

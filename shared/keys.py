@@ -1,0 +1,61 @@
+"""Every Redis key Sluice writes, built in one place.
+
+All keys of one message share the hash tag ``{<message_id>}`` so that they
+land in one Redis Cluster slot and one Lua script may touch them all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "sluice"
+
+#: Sorted set of worker hostnames scored by their last heartbeat (unix seconds).
+WORKERS = f"{PREFIX}:workers"
+#: A worker counts as alive while its heartbeat is younger than this.
+WORKER_ALIVE_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class MessageKeys:
+    """The keys of one message."""
+
+    message_id: str
+
+    @property
+    def _base(self) -> str:
+        return f"{PREFIX}:msg:{{{self.message_id}}}"
+
+    @property
+    def status(self) -> str:
+        """Hash: status, timestamps and metadata."""
+        return f"{self._base}:status"
+
+    @property
+    def request(self) -> str:
+        """String: the validated request body as JSON."""
+        return f"{self._base}:request"
+
+    @property
+    def events(self) -> str:
+        """Stream: the message's events, field ``e`` = type, ``d`` = JSON data."""
+        return f"{self._base}:events"
+
+    @property
+    def cancel(self) -> str:
+        """String flag: set when a cancel was asked for."""
+        return f"{self._base}:cancel"
+
+    @property
+    def lock(self) -> str:
+        """String with a lease: the worker that may write the stream."""
+        return f"{self._base}:lock"
+
+    def all(self) -> tuple[str, ...]:
+        """Every key of the message, for TTLs and deletion."""
+        return (self.status, self.request, self.events, self.cancel, self.lock)
+
+
+def message_keys(message_id: str) -> MessageKeys:
+    """The keys of ``message_id``."""
+    return MessageKeys(message_id)

@@ -1,0 +1,123 @@
+"""Typed settings built from ``SLUICE_*`` environment variables by one function."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """One or more ``SLUICE_*`` variables are invalid; the message lists every one."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of a Sluice deployment; tests build one directly."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    flower_port: int = 5555
+    flower_basic_auth: str | None = None
+    worker_concurrency: int = 1
+    retention_seconds: int = 3600
+    # How long an accepted message may wait or run before its keys expire regardless.
+    active_ttl_seconds: int = 86400
+    max_body_bytes: int = 1_048_576
+    ping_interval_seconds: float = 15.0
+    task_time_limit_seconds: int = 1800
+    stream_maxlen: int = 100_000
+    default_priority: int = 0
+    model_threads: int = 2
+    model_context: int = 4096
+    model_path: str | None = None
+    log_level: str = "INFO"
+    log_json: bool = True
+    api_workers: int = 1
+    api_worker_connections: int = 2000
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {raw!r}")
+
+
+def _parse_positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError(f"must be >= 1, got {value}")
+    return value
+
+
+def _parse_port(raw: str) -> int:
+    value = int(raw)
+    if not 0 < value < 65536:
+        raise ValueError(f"must be a TCP port (1-65535), got {value}")
+    return value
+
+
+def _parse_positive_float(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError(f"must be > 0, got {value}")
+    return value
+
+
+def _parse_optional_str(raw: str) -> str | None:
+    return raw or None
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "host": str,
+    "port": _parse_port,
+    "redis_url": str,
+    "flower_port": _parse_port,
+    "flower_basic_auth": _parse_optional_str,
+    "worker_concurrency": _parse_positive_int,
+    "retention_seconds": _parse_positive_int,
+    "active_ttl_seconds": _parse_positive_int,
+    "max_body_bytes": _parse_positive_int,
+    "ping_interval_seconds": _parse_positive_float,
+    "task_time_limit_seconds": _parse_positive_int,
+    "stream_maxlen": _parse_positive_int,
+    "default_priority": int,
+    "model_threads": _parse_positive_int,
+    "model_context": _parse_positive_int,
+    "model_path": _parse_optional_str,
+    "log_level": lambda raw: raw.upper(),
+    "log_json": _parse_bool,
+    "api_workers": _parse_positive_int,
+    "api_worker_connections": _parse_positive_int,
+}
+
+ENV_PREFIX = "SLUICE_"
+
+
+def env_name(field_name: str) -> str:
+    """The environment variable that sets ``field_name``."""
+    return ENV_PREFIX + field_name.upper()
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from ``environ`` (default ``os.environ``); raise one error naming every bad variable."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for item in fields(Settings):
+        parser = _PARSERS.get(item.name)
+        name = env_name(item.name)
+        if parser is None or name not in environ:
+            continue
+        try:
+            values[item.name] = parser(environ[name])
+        except ValueError as exc:
+            problems.append(f"{name}: {exc}")
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))
+    return Settings(**values)

@@ -1,0 +1,308 @@
+"""The message store: status hashes, requests and event streams in Redis.
+
+Every state change is one Lua script, so a transition and the events that go
+with it happen together or not at all, and terminal states never change.
+
+Lifecycle: ``pending`` → ``processing`` → ``completed`` | ``cancelled`` | ``error``;
+``pending`` → ``cancelled`` directly when cancelled before a worker starts it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from shared import events as ev
+from shared.keys import WORKER_ALIVE_SECONDS, WORKERS, message_keys
+
+PENDING = "pending"
+PROCESSING = "processing"
+COMPLETED = "completed"
+CANCELLED = "cancelled"
+ERROR = "error"
+TERMINAL_STATUSES = frozenset({COMPLETED, CANCELLED, ERROR})
+
+#: How long a cancel flag lives; the generation that should see it is long over by then.
+CANCEL_FLAG_TTL_SECONDS = 3600
+
+_CURSOR = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
+
+FieldValues = Mapping[str, str | int | float]
+
+# KEYS: status, request. ARGV: request JSON, ttl, field/value pairs...
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: status. ARGV: now (iso), worker. Returns the status before the claim, or nil.
+_CLAIM = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status == 'pending' then
+  redis.call('HSET', KEYS[1], 'status', 'processing', 'started_at', ARGV[1],
+             'updated_at', ARGV[1], 'worker', ARGV[2])
+end
+return status
+"""
+
+# KEYS: status, events, cancel. ARGV: ttl, maxlen, n_fields, field/value..., type/data...
+# Returns -1 when the message is no longer processing (deleted, or ended), else the cancel flag.
+_APPEND = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'processing' then return -1 end
+local nf = tonumber(ARGV[3])
+if nf > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + 2 * nf)) end
+for i = 4 + 2 * nf, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[i], 'd', ARGV[i + 1])
+end
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return redis.call('EXISTS', KEYS[3])
+"""
+
+# KEYS: status, events, request, cancel, lock.
+# ARGV: retention, maxlen, new status, expected status ('' = any live one), now,
+#       n_fields, field/value..., type/data...
+# Returns the status the message has afterwards (nil when it does not exist).
+_FINISH = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status == 'completed' or status == 'cancelled' or status == 'error' then return status end
+if ARGV[4] ~= '' and status ~= ARGV[4] then return status end
+local nf = tonumber(ARGV[6])
+if nf > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 7, 6 + 2 * nf)) end
+for i = 7 + 2 * nf, #ARGV, 2 do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[i], 'd', ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'updated_at', ARGV[5], 'completed_at', ARGV[5],
+           'event_count', redis.call('XLEN', KEYS[2]))
+for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+return ARGV[3]
+"""
+
+# KEYS: status, cancel. ARGV: flag ttl. Sets the flag for a running message; returns its status.
+_FLAG_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == 'processing' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[1]) end
+return status
+"""
+
+# KEYS: status, events, request, lock, cancel. ARGV: flag ttl. Returns 1 if it existed.
+_DELETE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+if status == 'processing' then redis.call('SET', KEYS[5], '1', 'EX', ARGV[1]) end
+return 1
+"""
+
+
+class InvalidCursor(ValueError):
+    """A stream cursor that is malformed or names no stored event."""
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One event as stored: its stream position, its type and its JSON data."""
+
+    id: str
+    type: str
+    data: str
+
+
+def now_iso() -> str:
+    """The current time as ISO-8601 UTC with ``Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _flatten(fields: FieldValues) -> list[str | int | float]:
+    flat: list[str | int | float] = []
+    for name, value in fields.items():
+        flat.extend((name, value))
+    return flat
+
+
+def _flatten_events(events: Sequence[ev.Event]) -> list[str]:
+    flat: list[str] = []
+    for event in events:
+        flat.extend((event["type"], ev.encode(event)))
+    return flat
+
+
+class MessageStore:
+    """Reads and changes messages; one instance per process, shared by threads."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        retention_seconds: int = 3600,
+        active_ttl_seconds: int = 86400,
+        stream_maxlen: int = 100_000,
+    ) -> None:
+        self.redis = client
+        self.retention_seconds = retention_seconds
+        self.active_ttl_seconds = active_ttl_seconds
+        self.stream_maxlen = stream_maxlen
+        self._create = client.register_script(_CREATE)
+        self._claim = client.register_script(_CLAIM)
+        self._append = client.register_script(_APPEND)
+        self._finish = client.register_script(_FINISH)
+        self._flag_cancel = client.register_script(_FLAG_CANCEL)
+        self._delete = client.register_script(_DELETE)
+
+    # -- writing -----------------------------------------------------------
+
+    def create(self, message_id: str, request: Mapping[str, Any], fields: FieldValues) -> bool:
+        """Store a new pending message; False when the id is taken."""
+        keys = message_keys(message_id)
+        now = now_iso()
+        status = {"status": PENDING, "created_at": now, "updated_at": now,
+                  "created_ts": time.time(), **fields}
+        created = self._create(
+            keys=[keys.status, keys.request],
+            args=[json.dumps(request, separators=(",", ":")), self.active_ttl_seconds,
+                  *_flatten(status)],
+        )
+        return bool(created)
+
+    def claim(self, message_id: str, worker: str) -> str | None:
+        """Move a pending message to processing; returns the status it had (None if gone)."""
+        result = self._claim(keys=[message_keys(message_id).status], args=[now_iso(), worker])
+        return str(result) if result else None
+
+    def append(
+        self, message_id: str, events: Sequence[ev.Event], fields: FieldValues | None = None
+    ) -> int:
+        """Append events of a processing message (and set status fields) in one round trip.
+
+        Returns 1 when a cancel was asked for, 0 to go on, -1 when the message is no
+        longer processing (deleted or ended) and the writer must stop.
+        """
+        keys = message_keys(message_id)
+        fields = fields or {}
+        return int(
+            self._append(
+                keys=[keys.status, keys.events, keys.cancel],
+                args=[self.active_ttl_seconds, self.stream_maxlen, len(fields),
+                      *_flatten(fields), *_flatten_events(events)],
+            )
+        )
+
+    def finish(
+        self,
+        message_id: str,
+        status: str,
+        events: Sequence[ev.Event],
+        fields: FieldValues | None = None,
+        *,
+        expected: str = PROCESSING,
+    ) -> str | None:
+        """Append the final events and set a terminal status atomically; every key gets the
+        retention TTL. Returns the status afterwards: ``status`` if this call ended it."""
+        assert status in TERMINAL_STATUSES
+        keys = message_keys(message_id)
+        fields = fields or {}
+        result = self._finish(
+            keys=[keys.status, keys.events, keys.request, keys.cancel, keys.lock],
+            args=[self.retention_seconds, self.stream_maxlen, status, expected, now_iso(),
+                  len(fields), *_flatten(fields), *_flatten_events(events)],
+        )
+        return str(result) if result else None
+
+    def cancel(self, message_id: str) -> str | None:
+        """Cancel: a pending message ends at once with a well-formed cancelled stream, a
+        processing one gets the flag its generation loop checks. Returns the status now."""
+        status = self.get_field(message_id, "status")
+        if status == PENDING:
+            model = self.get_field(message_id, "model") or "default"
+            ending = [ev.message_start(message_id, model, 0), *ev.cancelled_ending(None, 0)]
+            status = self.finish(message_id, CANCELLED, ending, expected=PENDING)
+        if status == PROCESSING:
+            keys = message_keys(message_id)
+            result = self._flag_cancel(
+                keys=[keys.status, keys.cancel], args=[CANCEL_FLAG_TTL_SECONDS]
+            )
+            status = str(result) if result else None
+        return status
+
+    def delete(self, message_id: str) -> bool:
+        """Remove a message's status, request and events (a running generation stops)."""
+        keys = message_keys(message_id)
+        deleted = self._delete(
+            keys=[keys.status, keys.events, keys.request, keys.lock, keys.cancel],
+            args=[CANCEL_FLAG_TTL_SECONDS],
+        )
+        return bool(deleted)
+
+    # -- reading -----------------------------------------------------------
+
+    def get_status(self, message_id: str) -> dict[str, str] | None:
+        """The status hash, or None when the message does not exist."""
+        status: dict[str, str] = self.redis.hgetall(message_keys(message_id).status)
+        return status or None
+
+    def get_field(self, message_id: str, name: str) -> str | None:
+        """One field of the status hash."""
+        value: str | None = self.redis.hget(message_keys(message_id).status, name)
+        return value
+
+    def get_request(self, message_id: str) -> dict[str, Any] | None:
+        """The stored request body."""
+        raw = self.redis.get(message_keys(message_id).request)
+        return json.loads(raw) if raw else None
+
+    def check_cursor(self, message_id: str, cursor: str) -> str:
+        """Validate a resume cursor: well-formed and naming a stored event (``0`` = start)."""
+        if not _CURSOR.match(cursor):
+            raise InvalidCursor(f"malformed event id {cursor!r}; expected <ms>-<seq>")
+        if cursor in ("0", "0-0"):
+            return "0-0"
+        found = self.redis.xrange(message_keys(message_id).events, cursor, cursor, count=1)
+        if not found:
+            raise InvalidCursor(f"event id {cursor!r} is not part of this stream")
+        return cursor
+
+    def read_events(
+        self, message_id: str, after: str, *, block_ms: int | None = None, count: int = 512
+    ) -> list[StoredEvent]:
+        """Events strictly after ``after``; with ``block_ms``, wait that long for one."""
+        key = message_keys(message_id).events
+        reply = self.redis.xread({key: after}, count=count, block=block_ms)
+        if not reply:
+            return []
+        _, entries = reply[0]
+        return [StoredEvent(entry_id, data["e"], data["d"]) for entry_id, data in entries]
+
+    def ttls(self, message_id: str) -> dict[str, int]:
+        """The TTL of each existing key of the message (-1 = none), for checks and tests."""
+        keys = message_keys(message_id).all()
+        pipe = self.redis.pipeline(transaction=False)
+        for key in keys:
+            pipe.ttl(key)
+        return {key: ttl for key, ttl in zip(keys, pipe.execute(), strict=True) if ttl != -2}
+
+    # -- workers -----------------------------------------------------------
+
+    def worker_heartbeat(self, hostname: str) -> None:
+        """Record that worker ``hostname`` is alive now."""
+        self.redis.zadd(WORKERS, {hostname: time.time()})
+
+    def worker_gone(self, hostname: str) -> None:
+        """Forget worker ``hostname`` (it shut down)."""
+        self.redis.zrem(WORKERS, hostname)
+
+    def live_workers(self) -> list[str]:
+        """Hostnames of the workers whose heartbeat is recent."""
+        since = time.time() - WORKER_ALIVE_SECONDS
+        workers: list[str] = self.redis.zrangebyscore(WORKERS, since, "+inf")
+        return workers

@@ -1,0 +1,44 @@
+"""Settings come from SLUICE_* variables, strictly parsed."""
+
+import pytest
+
+from shared.settings import Settings, SettingsError, load_settings
+
+
+def test_defaults_without_environment():
+    """An empty environment gives the documented defaults."""
+    settings = load_settings({})
+    assert settings == Settings()
+    assert settings.port == 8000 and settings.flower_port == 5555
+    assert settings.retention_seconds == 3600
+
+
+def test_values_are_parsed_and_typed():
+    """Each variable is parsed into its field's type."""
+    settings = load_settings({
+        "SLUICE_PORT": "9001", "SLUICE_REDIS_URL": "redis://h:1/2",
+        "SLUICE_WORKER_CONCURRENCY": "3", "SLUICE_LOG_JSON": "false",
+        "SLUICE_PING_INTERVAL_SECONDS": "0.5", "SLUICE_FLOWER_BASIC_AUTH": "a:b",
+    })
+    assert settings.port == 9001
+    assert settings.redis_url == "redis://h:1/2"
+    assert settings.worker_concurrency == 3
+    assert settings.log_json is False
+    assert settings.ping_interval_seconds == 0.5
+    assert settings.flower_basic_auth == "a:b"
+
+
+def test_every_bad_variable_is_named_in_one_error():
+    """One error lists all invalid variables, not just the first."""
+    with pytest.raises(SettingsError) as info:
+        load_settings({"SLUICE_PORT": "http", "SLUICE_RETENTION_SECONDS": "0",
+                       "SLUICE_LOG_JSON": "maybe"})
+    text = str(info.value)
+    assert "SLUICE_PORT" in text and "SLUICE_RETENTION_SECONDS" in text
+    assert "SLUICE_LOG_JSON" in text
+
+
+def test_port_range_is_checked():
+    """A port outside 1-65535 is refused."""
+    with pytest.raises(SettingsError, match="SLUICE_FLOWER_PORT"):
+        load_settings({"SLUICE_FLOWER_PORT": "70000"})

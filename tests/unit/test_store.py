@@ -1,0 +1,119 @@
+"""The store's contract, on fakeredis and on a real redis-server."""
+
+import pytest
+
+from shared import events as ev
+from shared.keys import message_keys
+from shared.store import CANCELLED, COMPLETED, PENDING, PROCESSING, InvalidCursor
+
+
+def _create(store, message_id="m1"):
+    assert store.create(message_id, {"model": "default", "messages": []}, {"model": "default"})
+
+
+def test_create_refuses_an_existing_id(store):
+    """A second create with the same id changes nothing."""
+    _create(store)
+    assert not store.create("m1", {"other": 1}, {"model": "x"})
+    assert store.get_request("m1") == {"model": "default", "messages": []}
+    assert store.get_status("m1")["status"] == PENDING
+
+
+def test_claim_moves_pending_to_processing_once(store):
+    """Only the first claim wins; the second sees processing."""
+    _create(store)
+    assert store.claim("m1", "w1") == PENDING
+    assert store.claim("m1", "w2") == PROCESSING
+    status = store.get_status("m1")
+    assert status["status"] == PROCESSING and status["worker"] == "w1"
+
+
+def test_append_requires_processing_and_reports_cancel(store):
+    """Appends are refused before the claim; a cancel flag is reported to the writer."""
+    _create(store)
+    assert store.append("m1", [ev.message_start("m1", "d", 1)]) == -1
+    store.claim("m1", "w")
+    assert store.append("m1", [ev.message_start("m1", "d", 1)], {"input_tokens": 1}) == 0
+    assert store.cancel("m1") == PROCESSING
+    assert store.append("m1", [ev.text_delta(0, "x")]) == 1
+    assert store.get_field("m1", "input_tokens") == "1"
+
+
+def test_finish_is_terminal_and_never_changes(store):
+    """After completed, neither cancel nor another finish changes anything."""
+    _create(store)
+    store.claim("m1", "w")
+    assert store.finish("m1", COMPLETED, [ev.message_stop()]) == COMPLETED
+    assert store.finish("m1", CANCELLED, [ev.message_stop()]) == COMPLETED
+    assert store.cancel("m1") == COMPLETED
+    events = store.read_events("m1", "0-0")
+    assert [e.type for e in events] == ["message_stop"]
+    assert store.get_status("m1")["event_count"] == "1"
+
+
+def test_cancel_pending_writes_a_well_formed_cancelled_stream(store):
+    """A pending message cancelled ends at once with start, cancelled delta and stop."""
+    _create(store)
+    assert store.cancel("m1") == CANCELLED
+    types = [e.type for e in store.read_events("m1", "0-0")]
+    assert types == ["message_start", "message_delta", "message_stop"]
+    assert store.claim("m1", "w") == CANCELLED
+
+
+def test_read_events_after_a_cursor_is_exclusive(store):
+    """Reading after an id gives exactly the later events."""
+    _create(store)
+    store.claim("m1", "w")
+    store.append("m1", [ev.message_start("m1", "d", 1), ev.text_delta(0, "a"), ev.text_delta(0, "b")])
+    everything = store.read_events("m1", "0-0")
+    assert len(everything) == 3
+    assert store.read_events("m1", everything[0].id) == everything[1:]
+    assert store.check_cursor("m1", everything[1].id) == everything[1].id
+
+
+@pytest.mark.parametrize("cursor", ["abc", "1-", "-1", "1-2-3", ""])
+def test_malformed_cursor_is_refused(store, cursor):
+    """A cursor that is not <ms>-<seq> raises."""
+    with pytest.raises(InvalidCursor):
+        store.check_cursor("m1", cursor)
+
+
+def test_unknown_cursor_is_refused(store):
+    """A well-formed cursor naming no stored event raises instead of skipping silently."""
+    _create(store)
+    with pytest.raises(InvalidCursor):
+        store.check_cursor("m1", "12345-0")
+
+
+def test_delete_removes_every_key(store):
+    """After delete, nothing of the message is readable."""
+    _create(store)
+    store.claim("m1", "w")
+    store.append("m1", [ev.message_start("m1", "d", 1)])
+    assert store.delete("m1")
+    assert store.get_status("m1") is None and store.get_request("m1") is None
+    assert store.read_events("m1", "0-0") == []
+    assert not store.delete("m1")
+    assert store.append("m1", [ev.text_delta(0, "x")]) == -1
+
+
+def test_every_key_has_a_ttl_and_finish_sets_retention(store):
+    """Keys carry a TTL from their first write, and the retention TTL at the end."""
+    _create(store)
+    store.claim("m1", "w")
+    store.append("m1", [ev.message_start("m1", "d", 1)])
+    ttls = store.ttls("m1")
+    assert ttls and all(ttl > 0 for ttl in ttls.values())
+    store.finish("m1", COMPLETED, [ev.message_stop()])
+    ttls = store.ttls("m1")
+    keys = message_keys("m1")
+    assert set(ttls) == {keys.status, keys.request, keys.events}
+    assert all(0 < ttl <= 60 for ttl in ttls.values())
+
+
+def test_live_workers_follow_heartbeats(store):
+    """A heartbeat makes a worker live; leaving removes it."""
+    store.worker_heartbeat("w1@host")
+    assert store.live_workers() == ["w1@host"]
+    store.worker_gone("w1@host")
+    assert store.live_workers() == []

@@ -1,0 +1,84 @@
+"""The Celery app of the workers: configuration, queues, and per-process setup after the fork."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+from celery import Celery, signals
+from kombu import Queue
+
+from shared.celery_config import LOCAL_QUEUE, celery_config
+from shared.settings import Settings, load_settings
+from workers.runtime import Runtime, build_runtime
+
+HEARTBEAT_SECONDS = 5.0
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def create_celery(settings: Settings) -> Celery:
+    """The worker-side Celery app for ``settings``; connects to nothing until it runs."""
+    app = Celery("sluice", set_as_current=True)
+    app.conf.update(celery_config(settings))
+    app.conf.task_queues = [Queue(LOCAL_QUEUE)]
+    app.conf.sluice_settings = settings
+    app.conf.include = ["workers.tasks"]
+    return app
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime, built on first use (after the fork in prefork children)."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = build_runtime(load_settings())
+        return _runtime
+
+
+@signals.worker_process_init.connect
+def _load_models_after_fork(**_: Any) -> None:
+    """Each prefork child loads its models once, right after the fork."""
+    if os.environ.get("SLUICE_PRELOAD", "1") != "0":
+        get_runtime().preload()
+
+
+class _Heartbeat:
+    """Writes this worker's heartbeat so ``/ready`` knows a worker consumes."""
+
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="sluice-heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        store = build_runtime(load_settings()).store
+        while not self.stopped.is_set():
+            try:
+                store.worker_heartbeat(self.hostname)
+            except Exception:  # Redis down: keep trying, readiness will show it
+                pass
+            self.stopped.wait(HEARTBEAT_SECONDS)
+        try:
+            store.worker_gone(self.hostname)
+        except Exception:  # shutting down anyway
+            pass
+
+
+_heartbeat: _Heartbeat | None = None
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    global _heartbeat
+    _heartbeat = _Heartbeat(getattr(sender, "hostname", None) or f"worker@{os.getpid()}")
+    _heartbeat.thread.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stopped.set()
+        _heartbeat.thread.join(timeout=2)

@@ -1,0 +1,57 @@
+"""The provider interface: stream provider events for one validated request.
+
+A provider is a generator. It yields ``Started`` first, then ``TextDelta``s,
+and ends with ``Finished``. The generation loop stops early by closing the
+generator (``GeneratorExit`` at the provider's current ``yield``), which is how
+cancellation reaches the model or the upstream connection at once.
+
+Exceptions: ``ProviderError`` (and subclasses) mean the model or upstream
+failed; anything else is a bug. Both end the stream with an ``error`` event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Started:
+    """The prompt is in: how many tokens it took, and the model that really runs."""
+
+    input_tokens: int
+    model: str
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """More generated text, and how many tokens it took."""
+
+    text: str
+    tokens: int = 1
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Generation ended by itself: ``end_turn`` or ``max_tokens``."""
+
+    stop_reason: str
+
+
+ProviderEvent = Started | TextDelta | Finished
+ProviderStream = Generator[ProviderEvent, None, None]
+
+
+class ProviderError(Exception):
+    """The model or upstream failed; ``error_type`` is the Anthropic error type to report."""
+
+    error_type = "api_error"
+
+
+class Provider(Protocol):
+    """What the generation loop needs from a model."""
+
+    def stream(self, request: dict[str, Any], max_tokens: int) -> ProviderStream:
+        """Generate for a validated, normalised ChatBody."""
+        ...

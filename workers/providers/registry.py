@@ -1,0 +1,35 @@
+"""The explicit provider registry: provider name → factory taking a ``ModelSpec``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from shared.models import ModelSpec
+from workers.providers.base import Provider
+
+
+def _llama_cpp(spec: ModelSpec) -> Provider:
+    from workers.providers.llama_cpp import LlamaCppProvider
+
+    return LlamaCppProvider.from_spec(spec)
+
+
+def _scripted(spec: ModelSpec) -> Provider:
+    from workers.providers.scripted import ScriptedProvider
+
+    return ScriptedProvider.from_spec(spec)
+
+
+PROVIDERS: dict[str, Callable[[ModelSpec], Provider]] = {
+    "llama_cpp": _llama_cpp,
+    "scripted": _scripted,
+}
+
+
+def build_provider(spec: ModelSpec) -> Provider:
+    """The provider for ``spec``; its model loads now."""
+    try:
+        factory = PROVIDERS[spec.provider]
+    except KeyError:
+        raise ValueError(f"model {spec.id!r}: unknown provider {spec.provider!r}") from None
+    return factory(spec)

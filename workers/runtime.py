@@ -1,0 +1,66 @@
+"""Per-process worker state: settings, the store and loaded providers, built after the fork."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from shared.models import ModelRegistry, ModelSpec, load_registry
+from shared.settings import Settings
+from shared.store import MessageStore
+from workers.providers.base import Provider
+from workers.providers.registry import build_provider
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    """A Redis client whose socket timeout never cuts a blocking read short."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_keepalive=True,
+        health_check_interval=10,
+        retry_on_timeout=True,
+    )
+
+
+def message_store(settings: Settings, client: redis.Redis) -> MessageStore:
+    """The store with this deployment's retention and caps."""
+    return MessageStore(
+        client,
+        retention_seconds=settings.retention_seconds,
+        active_ttl_seconds=settings.active_ttl_seconds,
+        stream_maxlen=settings.stream_maxlen,
+    )
+
+
+@dataclass
+class Runtime:
+    """What one worker process holds: built once, after the fork."""
+
+    settings: Settings
+    store: MessageStore
+    registry: ModelRegistry
+    _providers: dict[str, Provider] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def provider_for(self, spec: ModelSpec) -> Provider:
+        """The provider serving ``spec``, built (and its model loaded) on first use."""
+        with self._lock:
+            if spec.id not in self._providers:
+                self._providers[spec.id] = build_provider(spec)
+            return self._providers[spec.id]
+
+    def preload(self, queues: list[str] | None = None) -> None:
+        """Load every model served from ``queues`` (all when None) now, not on first request."""
+        for spec in self.registry:
+            if queues is None or spec.queue in queues:
+                self.provider_for(spec)
+
+
+def build_runtime(settings: Settings, **overrides: Any) -> Runtime:
+    """A runtime for ``settings``."""
+    store = message_store(settings, redis_client(settings))
+    return Runtime(settings=settings, store=store, registry=load_registry(settings), **overrides)
