@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.models import ModelSpec
+from shared.prompt import block_text
 from workers.providers.base import Finished, ProviderError, ProviderStream, Started, TextDelta
 
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog. "
@@ -41,7 +42,7 @@ class ScriptedProvider:
     def stream(self, request: dict[str, Any], max_tokens: int) -> ProviderStream:
         words = self.text.split(" ")
         tokens = [w + " " for w in words[:-1]] + ([words[-1]] if words[-1] else [])
-        input_tokens = sum(len(str(m["content"]).split()) for m in request["messages"])
+        input_tokens = sum(len(block_text(m["content"]).split()) for m in request["messages"])
         yield Started(input_tokens=input_tokens, model=self.model)
         interval = 1.0 / self.tokens_per_second if self.tokens_per_second > 0 else 0.0
         deadline = time.monotonic()
