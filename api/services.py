@@ -37,8 +37,11 @@ class Services:
 def build_services(settings: Settings) -> Services:
     """Clients for ``settings``; nothing connects until first used."""
     client = redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, socket_keepalive=True,
-        health_check_interval=10, retry_on_timeout=True,
+        settings.redis_url,
+        decode_responses=True,
+        socket_keepalive=True,
+        health_check_interval=10,
+        retry_on_timeout=True,
     )
     store = MessageStore(
         client,
@@ -91,8 +94,9 @@ def submit(svc: Services, body: dict[str, Any], message_id: str | None = None) -
             headers={"correlation_id": body.get("correlation_id") or ""},
         )
     except Exception as exc:  # the broker is down: say so, and leave no pending ghost behind
-        svc.store.finish(message_id, "error", [], {"error_message": f"could not queue: {exc}"},
-                         expected=PENDING)
+        svc.store.finish(
+            message_id, "error", [], {"error_message": f"could not queue: {exc}"}, expected=PENDING
+        )
         raise ApiError(503, "The task queue is unavailable; try again.") from exc
     return message_id, placement
 
@@ -124,8 +128,15 @@ def cancel(svc: Services, message_id: str) -> str:
 
 def status_body(message_id: str, status: dict[str, str]) -> dict[str, Any]:
     """The ``/status`` response for a status hash."""
-    numbers = ("queue_wait_ms", "ttft_ms", "input_tokens", "output_tokens", "event_count",
-               "tokens_per_second", "duration_ms")
+    numbers = (
+        "queue_wait_ms",
+        "ttft_ms",
+        "input_tokens",
+        "output_tokens",
+        "event_count",
+        "tokens_per_second",
+        "duration_ms",
+    )
     metadata: dict[str, Any] = {
         "model": status.get("model"),
         "priority": _int(status.get("priority")),

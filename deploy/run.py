@@ -21,8 +21,7 @@ def main() -> int:
         print(exc, file=sys.stderr)
         return 2
     var_dir = Path(os.environ.get("SLUICE_VAR_DIR", ROOT / "var"))
-    stack = Stack(var_dir / "logs", env={k: v for k, v in os.environ.items()
-                                         if k.startswith("SLUICE_")})
+    stack = Stack(var_dir / "logs", env={k: v for k, v in os.environ.items() if k.startswith("SLUICE_")})
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -103,8 +103,13 @@ class Stack:
         log_path = self.var_dir / f"{name}.log"
         log_file = log_path.open("ab")
         popen = subprocess.Popen(
-            argv, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log_file,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            argv,
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         log_file.close()
         process = Process(name, popen, log_path)
@@ -117,40 +122,92 @@ class Stack:
         port = port or free_port()
         data = self.var_dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
-        argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
-                "--maxmemory-policy", "noeviction", "--protected-mode", "yes",
-                "--save", "", "--appendonly", "yes" if persistent else "no",
-                "--appendfsync", "everysec"]
+        argv = [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--maxmemory-policy",
+            "noeviction",
+            "--protected-mode",
+            "yes",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if persistent else "no",
+            "--appendfsync",
+            "everysec",
+        ]
         process = self.spawn(f"redis-{port}", argv)
         self._wait(process, lambda: port_open(port), 20, "redis-server")
         url = f"redis://127.0.0.1:{port}/0"
         self.env["SLUICE_REDIS_URL"] = url
         return url
 
-    def start_worker(self, hostname: str = "worker1", *, queues: str = "sluice.local",
-                     concurrency: int | None = None, pool: str = "prefork",
-                     env: Mapping[str, str] | None = None) -> Process:
+    def start_worker(
+        self,
+        hostname: str = "worker1",
+        *,
+        queues: str = "sluice.local",
+        concurrency: int | None = None,
+        pool: str = "prefork",
+        env: Mapping[str, str] | None = None,
+    ) -> Process:
         """A real Celery worker consuming ``queues``."""
         conc = concurrency or int(self.env.get("SLUICE_WORKER_CONCURRENCY", "1"))
-        argv = [sys.executable, "-m", "celery", "-A", "workers.main", "worker",
-                "--hostname", f"{hostname}@%h", "--queues", queues, "--pool", pool,
-                "--concurrency", str(conc), "--loglevel", "INFO", "--without-gossip",
-                "--without-mingle", "-E"]
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.main",
+            "worker",
+            "--hostname",
+            f"{hostname}@%h",
+            "--queues",
+            queues,
+            "--pool",
+            pool,
+            "--concurrency",
+            str(conc),
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "-E",
+        ]
         return self.spawn(f"worker-{hostname}", argv, env)
 
     def start_api(self, port: int | None = None, env: Mapping[str, str] | None = None) -> str:
         """gunicorn (gevent workers) serving the API; returns its base URL."""
         port = port or free_port()
-        argv = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "api" / "gunicorn_conf.py"),
-                "api.wsgi:app"]
+        argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(ROOT / "api" / "gunicorn_conf.py"),
+            "api.wsgi:app",
+        ]
         process = self.spawn(f"api-{port}", argv, {"SLUICE_PORT": str(port), **(env or {})})
         self._wait(process, lambda: http_ok(f"http://127.0.0.1:{port}/health"), 30, "the API")
         return f"http://127.0.0.1:{port}"
 
     def start_flower(self, port: int, basic_auth: str | None = None) -> str:
         """Flower on ``port`` (task events come from the workers' ``-E``)."""
-        argv = [sys.executable, "-m", "celery", "-A", "workers.main", "flower",
-                f"--port={port}", "--address=127.0.0.1"]
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.main",
+            "flower",
+            f"--port={port}",
+            "--address=127.0.0.1",
+        ]
         if basic_auth:
             argv.append(f"--basic-auth={basic_auth}")
         process = self.spawn(f"flower-{port}", argv)

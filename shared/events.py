@@ -14,9 +14,7 @@ Event = dict[str, Any]
 
 TERMINAL_TYPES = frozenset({"message_stop", "error"})
 
-STOP_REASONS = frozenset(
-    {"end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "cancelled"}
-)
+STOP_REASONS = frozenset({"end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "cancelled"})
 
 
 def encode(event: Event) -> str:
@@ -103,9 +101,7 @@ def content_block_stop(index: int) -> Event:
     return {"type": "content_block_stop", "index": index}
 
 
-def message_delta(
-    stop_reason: str, stop_sequence: str | None, output_tokens: int, **usage: int
-) -> Event:
+def message_delta(stop_reason: str, stop_sequence: str | None, output_tokens: int, **usage: int) -> Event:
     """The stop reason and the final usage."""
     return {
         "type": "message_delta",

@@ -57,8 +57,11 @@ def embedded_spec(settings: Settings) -> ModelSpec:
         provider="llama_cpp",
         queue=LOCAL_QUEUE,
         aliases=("smollm2-135m-instruct",),
-        options={"path": settings.model_path, "n_ctx": settings.model_context,
-                 "n_threads": settings.model_threads},
+        options={
+            "path": settings.model_path,
+            "n_ctx": settings.model_context,
+            "n_threads": settings.model_threads,
+        },
         context_window=settings.model_context,
         max_output_tokens=settings.model_context,
         default_max_tokens=512,

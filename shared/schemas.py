@@ -118,9 +118,7 @@ class ChatBodySchema(StrictSchema):
     """The request body of ``/v1/messages`` and ``/v1/messages/async``."""
 
     model = fields.String(load_default="default", validate=validate.Length(min=1, max=256))
-    messages = fields.List(
-        fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1)
-    )
+    messages = fields.List(fields.Nested(MessageSchema), required=True, validate=validate.Length(min=1))
     max_tokens = fields.Integer(strict=True, validate=validate.Range(min=1), allow_none=True)
     system = SystemField(allow_none=True, load_default=None)
     stream = fields.Boolean(load_default=False)
@@ -128,9 +126,7 @@ class ChatBodySchema(StrictSchema):
     top_p = fields.Float(allow_none=True, validate=validate.Range(min=0, max=1))
     top_k = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0))
     seed = fields.Integer(strict=True, allow_none=True)
-    stop_sequences = fields.List(
-        fields.String(validate=validate.Length(min=1)), allow_none=True
-    )
+    stop_sequences = fields.List(fields.String(validate=validate.Length(min=1)), allow_none=True)
     metadata = fields.Dict(allow_none=True)
     priority = fields.Integer(strict=True, allow_none=True)
     correlation_id = fields.String(allow_none=True, validate=validate.Length(max=256))
@@ -211,19 +207,27 @@ def load_chat_body(payload: Any, known_models: Collection[str]) -> dict[str, Any
     except ValidationError as exc:
         raise BodyInvalid(error_details(exc.messages)) from None
     if body["model"] not in known_models:
-        raise BodyInvalid([{
-            "loc": ["model"],
-            "msg": f"Unknown model {body['model']!r}; known: {', '.join(sorted(known_models))}.",
-            "type": "value_error",
-        }])
+        raise BodyInvalid(
+            [
+                {
+                    "loc": ["model"],
+                    "msg": f"Unknown model {body['model']!r}; known: {', '.join(sorted(known_models))}.",
+                    "type": "value_error",
+                }
+            ]
+        )
     return body
 
 
 def check_message_id(message_id: str) -> None:
     """A caller's own message id: 1-128 chars of ``[A-Za-z0-9_.:-]``."""
     if not MESSAGE_ID_PATTERN.match(message_id):
-        raise BodyInvalid([{
-            "loc": ["query", "message_id"],
-            "msg": "message_id must be 1-128 characters of [A-Za-z0-9_.:-].",
-            "type": "value_error",
-        }])
+        raise BodyInvalid(
+            [
+                {
+                    "loc": ["query", "message_id"],
+                    "msg": "message_id must be 1-128 characters of [A-Za-z0-9_.:-].",
+                    "type": "value_error",
+                }
+            ]
+        )

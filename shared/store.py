@@ -166,12 +166,16 @@ class MessageStore:
         """Store a new pending message; False when the id is taken."""
         keys = message_keys(message_id)
         now = now_iso()
-        status = {"status": PENDING, "created_at": now, "updated_at": now,
-                  "created_ts": time.time(), **fields}
+        status = {
+            "status": PENDING,
+            "created_at": now,
+            "updated_at": now,
+            "created_ts": time.time(),
+            **fields,
+        }
         created = self._create(
             keys=[keys.status, keys.request],
-            args=[json.dumps(request, separators=(",", ":")), self.active_ttl_seconds,
-                  *_flatten(status)],
+            args=[json.dumps(request, separators=(",", ":")), self.active_ttl_seconds, *_flatten(status)],
         )
         return bool(created)
 
@@ -180,9 +184,7 @@ class MessageStore:
         result = self._claim(keys=[message_keys(message_id).status], args=[now_iso(), worker])
         return str(result) if result else None
 
-    def append(
-        self, message_id: str, events: Sequence[ev.Event], fields: FieldValues | None = None
-    ) -> int:
+    def append(self, message_id: str, events: Sequence[ev.Event], fields: FieldValues | None = None) -> int:
         """Append events of a processing message (and set status fields) in one round trip.
 
         Returns 1 when a cancel was asked for, 0 to go on, -1 when the message is no
@@ -193,8 +195,13 @@ class MessageStore:
         return int(
             self._append(
                 keys=[keys.status, keys.events, keys.cancel],
-                args=[self.active_ttl_seconds, self.stream_maxlen, len(fields),
-                      *_flatten(fields), *_flatten_events(events)],
+                args=[
+                    self.active_ttl_seconds,
+                    self.stream_maxlen,
+                    len(fields),
+                    *_flatten(fields),
+                    *_flatten_events(events),
+                ],
             )
         )
 
@@ -214,8 +221,16 @@ class MessageStore:
         fields = fields or {}
         result = self._finish(
             keys=[keys.status, keys.events, keys.request, keys.cancel, keys.lock],
-            args=[self.retention_seconds, self.stream_maxlen, status, expected, now_iso(),
-                  len(fields), *_flatten(fields), *_flatten_events(events)],
+            args=[
+                self.retention_seconds,
+                self.stream_maxlen,
+                status,
+                expected,
+                now_iso(),
+                len(fields),
+                *_flatten(fields),
+                *_flatten_events(events),
+            ],
         )
         return str(result) if result else None
 
@@ -229,9 +244,7 @@ class MessageStore:
             status = self.finish(message_id, CANCELLED, ending, expected=PENDING)
         if status == PROCESSING:
             keys = message_keys(message_id)
-            result = self._flag_cancel(
-                keys=[keys.status, keys.cancel], args=[CANCEL_FLAG_TTL_SECONDS]
-            )
+            result = self._flag_cancel(keys=[keys.status, keys.cancel], args=[CANCEL_FLAG_TTL_SECONDS])
             status = str(result) if result else None
         return status
 

@@ -39,8 +39,7 @@ def redis_client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def store(redis_client: redis.Redis) -> MessageStore:
-    return MessageStore(redis_client, retention_seconds=60, active_ttl_seconds=600,
-                        stream_maxlen=1000)
+    return MessageStore(redis_client, retention_seconds=60, active_ttl_seconds=600, stream_maxlen=1000)
 
 
 class LiveStack:
@@ -71,8 +70,11 @@ def start_stack(tmp: Path, env: dict[str, str], workers: int = 1) -> LiveStack:
 @pytest.fixture(scope="session")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
     """The real stack with the embedded model: one worker, concurrency 1."""
-    env = {"SLUICE_PING_INTERVAL_SECONDS": "0.5", "SLUICE_RETENTION_SECONDS": "600",
-           "SLUICE_LOG_JSON": "false"}
+    env = {
+        "SLUICE_PING_INTERVAL_SECONDS": "0.5",
+        "SLUICE_RETENTION_SECONDS": "600",
+        "SLUICE_LOG_JSON": "false",
+    }
     running = start_stack(tmp_path_factory.mktemp("stack"), env)
     yield running
     running.stack.stop()

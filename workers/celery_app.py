@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import Any
@@ -56,15 +57,11 @@ class _Heartbeat:
     def _run(self) -> None:
         store = build_runtime(load_settings()).store
         while not self.stopped.is_set():
-            try:
+            with contextlib.suppress(Exception):  # Redis down: keep trying; /ready shows it
                 store.worker_heartbeat(self.hostname)
-            except Exception:  # Redis down: keep trying, readiness will show it
-                pass
             self.stopped.wait(HEARTBEAT_SECONDS)
-        try:
+        with contextlib.suppress(Exception):  # shutting down anyway
             store.worker_gone(self.hostname)
-        except Exception:  # shutting down anyway
-            pass
 
 
 _heartbeat: _Heartbeat | None = None

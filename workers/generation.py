@@ -110,22 +110,29 @@ def run_generation(
         stream.close()
         message = str(exc) or type(exc).__name__
         error_type = exc.error_type if isinstance(exc, ProviderError) else "api_error"
-        sink.finish(ERROR, [ev.error(error_type, message)],
-                    {"error_message": message, **run.stats()})
-        return Outcome(ERROR, None, run.output_tokens, run.input_tokens, run.ttft_ms,
-                       time.monotonic() - run.started_at, message)
+        sink.finish(ERROR, [ev.error(error_type, message)], {"error_message": message, **run.stats()})
+        return Outcome(
+            ERROR,
+            None,
+            run.output_tokens,
+            run.input_tokens,
+            run.ttft_ms,
+            time.monotonic() - run.started_at,
+            message,
+        )
     finally:
         stream.close()
 
 
-def _drive(run: _Run, stream: ProviderStream, scanner: StopScanner,
-           request: dict[str, Any]) -> Outcome:
+def _drive(run: _Run, stream: ProviderStream, scanner: StopScanner, request: dict[str, Any]) -> Outcome:
     started = next(stream)
     if not isinstance(started, Started):
         raise ProviderError(f"provider began with {type(started).__name__}, not Started")
     run.input_tokens = started.input_tokens
-    signal = run.emit([ev.message_start(run.message_id, started.model, started.input_tokens)],
-                      {"input_tokens": started.input_tokens, "model_ran": started.model})
+    signal = run.emit(
+        [ev.message_start(run.message_id, started.model, started.input_tokens)],
+        {"input_tokens": started.input_tokens, "model_ran": started.model},
+    )
     stop_reason, stop_sequence = "end_turn", None
     for item in stream if signal == GO_ON else ():
         if isinstance(item, TextDelta):
@@ -146,16 +153,38 @@ def _drive(run: _Run, stream: ProviderStream, scanner: StopScanner,
             break
     stream.close()
     if signal == GONE:
-        return Outcome("deleted", None, run.output_tokens, run.input_tokens, run.ttft_ms,
-                       time.monotonic() - run.started_at)
+        return Outcome(
+            "deleted",
+            None,
+            run.output_tokens,
+            run.input_tokens,
+            run.ttft_ms,
+            time.monotonic() - run.started_at,
+        )
     if signal == CANCEL_ASKED:
         ending = ev.cancelled_ending(run.open_block, run.output_tokens)
         status = run.sink.finish(CANCELLED, ending, run.stats())
-        return Outcome(status or CANCELLED, "cancelled", run.output_tokens, run.input_tokens,
-                       run.ttft_ms, time.monotonic() - run.started_at)
+        return Outcome(
+            status or CANCELLED,
+            "cancelled",
+            run.output_tokens,
+            run.input_tokens,
+            run.ttft_ms,
+            time.monotonic() - run.started_at,
+        )
     tail = run.text(scanner.flush(), 0) if stop_sequence is None else []
-    ending = [*tail, *run.close_block(),
-              ev.message_delta(stop_reason, stop_sequence, run.output_tokens), ev.message_stop()]
+    ending = [
+        *tail,
+        *run.close_block(),
+        ev.message_delta(stop_reason, stop_sequence, run.output_tokens),
+        ev.message_stop(),
+    ]
     status = run.sink.finish(COMPLETED, ending, {"stop_reason": stop_reason, **run.stats()})
-    return Outcome(status or COMPLETED, stop_reason, run.output_tokens, run.input_tokens,
-                   run.ttft_ms, time.monotonic() - run.started_at)
+    return Outcome(
+        status or COMPLETED,
+        stop_reason,
+        run.output_tokens,
+        run.input_tokens,
+        run.ttft_ms,
+        time.monotonic() - run.started_at,
+    )

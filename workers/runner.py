@@ -52,6 +52,8 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
     outcome: Outcome = run_generation(
         message_id, request, runtime.provider_for(spec), sink, max_tokens=max_tokens
     )
-    log.info("finished", extra={"message_id": message_id, "status": outcome.status,
-                                "output_tokens": outcome.output_tokens})
+    log.info(
+        "finished",
+        extra={"message_id": message_id, "status": outcome.status, "output_tokens": outcome.output_tokens},
+    )
     return outcome.status

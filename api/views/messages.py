@@ -63,8 +63,9 @@ def _cursor(svc: Services, message_id: str) -> str:
     try:
         return svc.store.check_cursor(message_id, raw.strip())
     except InvalidCursor as exc:
-        raise InvalidRequest(str(exc), [{"loc": ["cursor"], "msg": str(exc),
-                                         "type": "value_error"}]) from None
+        raise InvalidRequest(
+            str(exc), [{"loc": ["cursor"], "msg": str(exc), "type": "value_error"}]
+        ) from None
 
 
 def stream(message_id: str) -> Response:
@@ -87,12 +88,12 @@ def cancel_message(message_id: str) -> Response:
     svc = services()
     body = json_body(optional=True)
     if body not in (None, {}):
-        raise InvalidRequest("The cancel body, if any, must be {}.",
-                             [{"loc": ["body"], "msg": "must be {}", "type": "value_error"}])
+        raise InvalidRequest(
+            "The cancel body, if any, must be {}.",
+            [{"loc": ["body"], "msg": "must be {}", "type": "value_error"}],
+        )
     final = cancel(svc, message_id)
-    return jsonify(
-        {"message": "Stream cancelled successfully", "message_id": message_id, "status": final}
-    )
+    return jsonify({"message": "Stream cancelled successfully", "message_id": message_id, "status": final})
 
 
 def delete_message(message_id: str) -> Response:
@@ -115,15 +116,12 @@ def create_sync() -> Response:
             svc.store.cancel(message_id)
 
     if body.get("stream"):
-        items = follow(svc.store, message_id, "0-0",
-                       idle_seconds=svc.settings.ping_interval_seconds)
-        return Response(sse_body(items, on_close), mimetype="text/event-stream",
-                        headers=SSE_HEADERS)
+        items = follow(svc.store, message_id, "0-0", idle_seconds=svc.settings.ping_interval_seconds)
+        return Response(sse_body(items, on_close), mimetype="text/event-stream", headers=SSE_HEADERS)
     acc = Accumulator()
     finished = False
     try:
-        for item in _watching(follow(svc.store, message_id, "0-0", idle_seconds=SYNC_POLL_SECONDS),
-                              environ):
+        for item in _watching(follow(svc.store, message_id, "0-0", idle_seconds=SYNC_POLL_SECONDS), environ):
             acc.feed(json.loads(item.data))
         finished = acc.done
     finally:
@@ -151,4 +149,3 @@ def _stream_error_response(acc: Accumulator) -> Response:
     )
     response.status_code = status
     return response
-

@@ -26,13 +26,19 @@ def submit(api: str, payload: dict[str, Any], **params: str) -> str:
     return str(response.json()["message_id"])
 
 
-def observe(api: str, message_id: str, headers: dict[str, str] | None = None,
-            params: dict[str, str] | None = None, timeout: float = 120,
-            on_frame: Callable[[Frame], None] | None = None) -> list[Frame]:
+def observe(
+    api: str,
+    message_id: str,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+    timeout: float = 120,
+    on_frame: Callable[[Frame], None] | None = None,
+) -> list[Frame]:
     """Every frame of the message's SSE stream until the response ends (pings dropped)."""
     frames: list[Frame] = []
-    with httpx.stream("GET", f"{api}/v1/messages/async/{message_id}/stream", headers=headers,
-                      params=params, timeout=timeout) as response:
+    with httpx.stream(
+        "GET", f"{api}/v1/messages/async/{message_id}/stream", headers=headers, params=params, timeout=timeout
+    ) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
         for frame in parse_lines(response.iter_lines()):
@@ -65,8 +71,11 @@ def wait_status(api: str, message_id: str, wanted: set[str], timeout: float = 60
 
 def text_of(frames: list[Frame]) -> str:
     """The concatenated text deltas."""
-    return "".join(f.data["delta"]["text"] for f in frames
-                   if f.event == "content_block_delta" and f.data["delta"]["type"] == "text_delta")
+    return "".join(
+        f.data["delta"]["text"]
+        for f in frames
+        if f.event == "content_block_delta" and f.data["delta"]["type"] == "text_delta"
+    )
 
 
 def check_grammar(frames: list[Frame]) -> None:

@@ -131,8 +131,9 @@ def test_sync_message_equals_streamed_deltas(live):
     message = response.json()
     assert message["type"] == "message" and message["role"] == "assistant"
     assert message["stop_reason"] in {"end_turn", "max_tokens"}
-    with httpx.stream("POST", f"{live.api}/v1/messages", json={**payload, "stream": True},
-                      timeout=60) as streamed:
+    with httpx.stream(
+        "POST", f"{live.api}/v1/messages", json={**payload, "stream": True}, timeout=60
+    ) as streamed:
         frames = [f for f in parse_lines(streamed.iter_lines()) if f.event != "ping"]
     check_grammar(frames)
     assert message["content"][0]["text"] == text_of(frames)
@@ -141,8 +142,9 @@ def test_sync_message_equals_streamed_deltas(live):
 
 def test_sync_stream_disconnect_cancels_generation(live):
     """Closing a stream:true connection early cancels its generation."""
-    with httpx.stream("POST", f"{live.api}/v1/messages", json={**LONG, "stream": True},
-                      timeout=60) as streamed:
+    with httpx.stream(
+        "POST", f"{live.api}/v1/messages", json={**LONG, "stream": True}, timeout=60
+    ) as streamed:
         frames = []
         for frame in parse_lines(streamed.iter_lines()):
             frames.append(frame)
@@ -157,13 +159,17 @@ def test_anthropic_sdk_works_unchanged(live):
     """The official anthropic SDK's create and stream work against /v1/messages."""
     client = anthropic.Anthropic(base_url=live.api, api_key="unused", max_retries=0)
     message = client.messages.create(
-        model="default", max_tokens=16, messages=[{"role": "user", "content": "Say hello."}],
+        model="default",
+        max_tokens=16,
+        messages=[{"role": "user", "content": "Say hello."}],
         extra_body={"seed": 5},
     )
     assert message.role == "assistant" and message.content[0].type == "text"
     assert message.usage.output_tokens > 0
     with client.messages.stream(
-        model="default", max_tokens=16, messages=[{"role": "user", "content": "Say hello."}],
+        model="default",
+        max_tokens=16,
+        messages=[{"role": "user", "content": "Say hello."}],
         extra_body={"seed": 5},
     ) as stream:
         final = stream.get_final_message()
@@ -182,10 +188,14 @@ def test_invalid_body_is_400_with_paths_and_stores_nothing(live):
     assert envelope["error"]["type"] == "invalid_request_error"
     locs = {tuple(d["loc"]) for d in envelope["detail"]}
     assert {("messages", 0, "content"), ("max_tokens",), ("typo",)} <= locs
-    for raw, ctype in ((b"{not json", "application/json"), (b"[]", "application/json"),
-                       (json.dumps(body()).encode(), "text/plain")):
-        response = httpx.post(f"{live.api}/v1/messages/async", content=raw,
-                              headers={"content-type": ctype}, timeout=10)
+    for raw, ctype in (
+        (b"{not json", "application/json"),
+        (b"[]", "application/json"),
+        (json.dumps(body()).encode(), "text/plain"),
+    ):
+        response = httpx.post(
+            f"{live.api}/v1/messages/async", content=raw, headers={"content-type": ctype}, timeout=10
+        )
         assert response.status_code == 400, raw
     unknown = httpx.post(f"{live.api}/v1/messages/async", json=body(model="gpt-9"), timeout=10)
     assert unknown.status_code == 400 and unknown.json()["detail"][0]["loc"] == ["model"]

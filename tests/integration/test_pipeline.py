@@ -46,8 +46,9 @@ def test_late_observer_gets_identical_events(live):
     message_id = submit(live.api, body(max_tokens=16, seed=3))
     live_frames = observe(live.api, message_id)
     late_frames = observe(live.api, message_id)
-    assert [(f.id, f.event, f.raw_data) for f in late_frames] == \
-        [(f.id, f.event, f.raw_data) for f in live_frames]
+    assert [(f.id, f.event, f.raw_data) for f in late_frames] == [
+        (f.id, f.event, f.raw_data) for f in live_frames
+    ]
 
 
 def test_resume_gives_exactly_the_suffix(live):
@@ -58,7 +59,7 @@ def test_resume_gives_exactly_the_suffix(live):
         cursor = frames[cut].id
         by_header = observe(live.api, message_id, headers={"Last-Event-ID": cursor})
         by_query = observe(live.api, message_id, params={"after": cursor})
-        expected = [(f.id, f.raw_data) for f in frames[cut + 1:]]
+        expected = [(f.id, f.raw_data) for f in frames[cut + 1 :]]
         assert [(f.id, f.raw_data) for f in by_header] == expected
         assert [(f.id, f.raw_data) for f in by_query] == expected
 
@@ -67,9 +68,9 @@ def test_resume_mid_generation_has_no_gap_or_duplicate(live):
     """Dropping the connection mid-stream and resuming gives every event exactly once."""
     message_id = submit(live.api, body(max_tokens=48, seed=11))
     first: list = []
-    with httpx.stream("GET", f"{live.api}/v1/messages/async/{message_id}/stream",
-                      timeout=60) as response:
+    with httpx.stream("GET", f"{live.api}/v1/messages/async/{message_id}/stream", timeout=60) as response:
         from tests.sse import parse_lines
+
         for frame in parse_lines(response.iter_lines()):
             if frame.event != "ping":
                 first.append(frame)
@@ -78,8 +79,7 @@ def test_resume_mid_generation_has_no_gap_or_duplicate(live):
     rest = observe(live.api, message_id, headers={"Last-Event-ID": first[-1].id})
     joined = first + rest
     check_grammar(joined)
-    assert [(f.id, f.raw_data) for f in joined] == \
-        [(f.id, f.raw_data) for f in observe(live.api, message_id)]
+    assert [(f.id, f.raw_data) for f in joined] == [(f.id, f.raw_data) for f in observe(live.api, message_id)]
 
 
 def test_bad_cursor_is_400(live):
@@ -87,8 +87,9 @@ def test_bad_cursor_is_400(live):
     message_id = submit(live.api, body(max_tokens=4, seed=1))
     observe(live.api, message_id)
     for cursor in ("nonsense", "1-2-3", "99-0"):
-        response = httpx.get(f"{live.api}/v1/messages/async/{message_id}/stream",
-                             headers={"Last-Event-ID": cursor}, timeout=10)
+        response = httpx.get(
+            f"{live.api}/v1/messages/async/{message_id}/stream", headers={"Last-Event-ID": cursor}, timeout=10
+        )
         assert response.status_code == 400
         assert response.json()["error"]["type"] == "invalid_request_error"
 
@@ -138,8 +139,12 @@ def test_duplicate_message_id_is_400_and_starts_nothing(live):
     """A caller's id that already exists is refused with 'already exists'."""
     message_id = submit(live.api, body(max_tokens=4, seed=1), message_id="mine-dup.1")
     assert message_id == "mine-dup.1"
-    response = httpx.post(f"{live.api}/v1/messages/async", params={"message_id": "mine-dup.1"},
-                          json=body(max_tokens=4), timeout=10)
+    response = httpx.post(
+        f"{live.api}/v1/messages/async",
+        params={"message_id": "mine-dup.1"},
+        json=body(max_tokens=4),
+        timeout=10,
+    )
     assert response.status_code == 400
     assert "already exists" in response.json()["error"]["message"]
     observe(live.api, message_id)
@@ -148,8 +153,9 @@ def test_duplicate_message_id_is_400_and_starts_nothing(live):
 
 def test_bad_message_id_is_400(live):
     """A custom id outside [A-Za-z0-9_.:-]{1,128} is refused."""
-    response = httpx.post(f"{live.api}/v1/messages/async", params={"message_id": "a b/c"},
-                          json=body(max_tokens=4), timeout=10)
+    response = httpx.post(
+        f"{live.api}/v1/messages/async", params={"message_id": "a b/c"}, json=body(max_tokens=4), timeout=10
+    )
     assert response.status_code == 400
     assert response.json()["detail"][0]["loc"] == ["query", "message_id"]
 
@@ -157,9 +163,13 @@ def test_bad_message_id_is_400(live):
 def test_unknown_ids_are_404_with_detail(live):
     """Status, stream, cancel and delete of an unknown id answer 404 with 'not found'."""
     base = f"{live.api}/v1/messages/async/nope"
-    for method, url in (("GET", f"{base}/status"), ("GET", f"{base}/stream"),
-                        ("POST", f"{base}/cancel"), ("DELETE", f"{base}/delete"),
-                        ("DELETE", base)):
+    for method, url in (
+        ("GET", f"{base}/status"),
+        ("GET", f"{base}/stream"),
+        ("POST", f"{base}/cancel"),
+        ("DELETE", f"{base}/delete"),
+        ("DELETE", base),
+    ):
         response = httpx.request(method, url, timeout=10)
         assert response.status_code == 404, (method, url)
         assert "not found" in response.json()["detail"]

@@ -11,8 +11,11 @@ from shared.accumulator import StreamError, accumulate
 def _stream(texts, stop_reason="end_turn", stop_sequence=None):
     events = [ev.message_start("msg_1", "default", 7), ev.content_block_start(0, ev.text_block())]
     events += [ev.text_delta(0, t) for t in texts]
-    events += [ev.content_block_stop(0), ev.message_delta(stop_reason, stop_sequence, len(texts)),
-               ev.message_stop()]
+    events += [
+        ev.content_block_stop(0),
+        ev.message_delta(stop_reason, stop_sequence, len(texts)),
+        ev.message_stop(),
+    ]
     return events
 
 
@@ -34,12 +37,17 @@ def test_stop_sequence_is_carried_into_the_message():
 
 def test_tool_use_input_is_parsed_from_json_deltas():
     """input_json_delta fragments become the tool_use block's input."""
-    events = [ev.message_start("m", "x", 1), ev.content_block_start(0, ev.tool_use_block("t1", "f")),
-              ev.input_json_delta(0, '{"a": '), ev.input_json_delta(0, "[1, 2]}"),
-              ev.content_block_stop(0), ev.message_delta("tool_use", None, 4), ev.message_stop()]
+    events = [
+        ev.message_start("m", "x", 1),
+        ev.content_block_start(0, ev.tool_use_block("t1", "f")),
+        ev.input_json_delta(0, '{"a": '),
+        ev.input_json_delta(0, "[1, 2]}"),
+        ev.content_block_stop(0),
+        ev.message_delta("tool_use", None, 4),
+        ev.message_stop(),
+    ]
     message = accumulate(events)
-    assert message["content"][0] == {"type": "tool_use", "id": "t1", "name": "f",
-                                     "input": {"a": [1, 2]}}
+    assert message["content"][0] == {"type": "tool_use", "id": "t1", "name": "f", "input": {"a": [1, 2]}}
 
 
 def test_error_event_raises_stream_error():

@@ -49,9 +49,16 @@ def test_completed_stream_has_the_full_grammar():
     sink = ListSink()
     outcome = run_generation("m", REQUEST, provider(text="a b c", repeat=False), sink, max_tokens=10)
     assert outcome.status == "completed" and sink.status == "completed"
-    assert types(sink) == ["message_start", "content_block_start", "content_block_delta",
-                           "content_block_delta", "content_block_delta", "content_block_stop",
-                           "message_delta", "message_stop"]
+    assert types(sink) == [
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
     message = accumulate(sink.events)
     assert message["content"][0]["text"] == "a b c"
     assert message["stop_reason"] == "end_turn"

@@ -15,11 +15,16 @@ def test_defaults_without_environment():
 
 def test_values_are_parsed_and_typed():
     """Each variable is parsed into its field's type."""
-    settings = load_settings({
-        "SLUICE_PORT": "9001", "SLUICE_REDIS_URL": "redis://h:1/2",
-        "SLUICE_WORKER_CONCURRENCY": "3", "SLUICE_LOG_JSON": "false",
-        "SLUICE_PING_INTERVAL_SECONDS": "0.5", "SLUICE_FLOWER_BASIC_AUTH": "a:b",
-    })
+    settings = load_settings(
+        {
+            "SLUICE_PORT": "9001",
+            "SLUICE_REDIS_URL": "redis://h:1/2",
+            "SLUICE_WORKER_CONCURRENCY": "3",
+            "SLUICE_LOG_JSON": "false",
+            "SLUICE_PING_INTERVAL_SECONDS": "0.5",
+            "SLUICE_FLOWER_BASIC_AUTH": "a:b",
+        }
+    )
     assert settings.port == 9001
     assert settings.redis_url == "redis://h:1/2"
     assert settings.worker_concurrency == 3
@@ -31,8 +36,7 @@ def test_values_are_parsed_and_typed():
 def test_every_bad_variable_is_named_in_one_error():
     """One error lists all invalid variables, not just the first."""
     with pytest.raises(SettingsError) as info:
-        load_settings({"SLUICE_PORT": "http", "SLUICE_RETENTION_SECONDS": "0",
-                       "SLUICE_LOG_JSON": "maybe"})
+        load_settings({"SLUICE_PORT": "http", "SLUICE_RETENTION_SECONDS": "0", "SLUICE_LOG_JSON": "maybe"})
     text = str(info.value)
     assert "SLUICE_PORT" in text and "SLUICE_RETENTION_SECONDS" in text
     assert "SLUICE_LOG_JSON" in text

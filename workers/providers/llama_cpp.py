@@ -61,8 +61,9 @@ class LlamaCppProvider:
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> LlamaCppProvider:
         options = spec.options
-        llm = load_llama(options.get("path"), int(options.get("n_ctx", 4096)),
-                         int(options.get("n_threads", 2)))
+        llm = load_llama(
+            options.get("path"), int(options.get("n_ctx", 4096)), int(options.get("n_threads", 2))
+        )
         return cls(llm=llm, model=spec.display_name or spec.id)
 
     def prompt_tokens(self, request: dict[str, Any]) -> list[int]:
@@ -75,7 +76,7 @@ class LlamaCppProvider:
         eos = self.llm._model.token_get_text(self.llm.token_eos())
         bos = self.llm._model.token_get_text(self.llm.token_bos())
         formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-        prompt = formatter(messages=chat_turns(request)).prompt
+        prompt = formatter(messages=chat_turns(request)).prompt  # type: ignore[arg-type]
         tokens: list[int] = self.llm.tokenize(prompt.encode(), add_bos=False, special=True)
         return tokens
 
@@ -85,35 +86,35 @@ class LlamaCppProvider:
         tokens = self.prompt_tokens(request)
         room = self.llm.n_ctx() - len(tokens)
         if room < 1:
-            raise ProviderError(
-                f"prompt is {len(tokens)} tokens; the context window is {self.llm.n_ctx()}"
-            )
+            raise ProviderError(f"prompt is {len(tokens)} tokens; the context window is {self.llm.n_ctx()}")
         budget = min(max_tokens, room)
         yield Started(input_tokens=len(tokens), model=self.model)
-        params = {k: request.get(k) if request.get(k) is not None else v
-                  for k, v in SAMPLING_DEFAULTS.items()}
+        params = {
+            k: request.get(k) if request.get(k) is not None else v for k, v in SAMPLING_DEFAULTS.items()
+        }
         seed = request.get("seed")
         vocab = self.llm._model.vocab
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         with self._lock:
             self.llm.set_seed(seed % 2**32 if seed is not None else secrets.randbits(31))
             self.llm.reset()
-            produced = 0
-            for token in self.llm.generate(
-                tokens,
-                temp=params["temperature"],
-                top_p=params["top_p"],
-                top_k=params["top_k"],
-                min_p=params["min_p"],
-                repeat_penalty=params["repetition_penalty"],
-                presence_penalty=params["presence_penalty"],
-                frequency_penalty=params["frequency_penalty"],
-                reset=True,
+            for produced, token in enumerate(
+                self.llm.generate(
+                    tokens,
+                    temp=params["temperature"],
+                    top_p=params["top_p"],
+                    top_k=params["top_k"],
+                    min_p=params["min_p"],
+                    repeat_penalty=params["repetition_penalty"],
+                    presence_penalty=params["presence_penalty"],
+                    frequency_penalty=params["frequency_penalty"],
+                    reset=True,
+                ),
+                start=1,
             ):
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     yield Finished("end_turn")
                     return
-                produced += 1
                 yield TextDelta(decoder.decode(self.llm.detokenize([token])), 1)
                 if produced >= budget:
                     yield Finished("max_tokens")
