@@ -33,6 +33,7 @@ class Settings:
     model_threads: int = 2
     model_context: int = 4096
     model_path: str | None = None
+    models_file: str | None = None
     log_level: str = "INFO"
     log_json: bool = True
     api_workers: int = 1
@@ -90,6 +91,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "model_threads": _parse_positive_int,
     "model_context": _parse_positive_int,
     "model_path": _parse_optional_str,
+    "models_file": _parse_optional_str,
     "log_level": lambda raw: raw.upper(),
     "log_json": _parse_bool,
     "api_workers": _parse_positive_int,

@@ -11,6 +11,7 @@ from celery import Celery, signals
 from kombu import Queue
 
 from shared.celery_config import LOCAL_QUEUE, celery_config
+from shared.models import load_registry
 from shared.settings import Settings, load_settings
 from workers.runtime import Runtime, build_runtime
 
@@ -24,7 +25,8 @@ def create_celery(settings: Settings) -> Celery:
     """The worker-side Celery app for ``settings``; connects to nothing until it runs."""
     app = Celery("sluice", set_as_current=True)
     app.conf.update(celery_config(settings))
-    app.conf.task_queues = [Queue(LOCAL_QUEUE)]
+    queues = {LOCAL_QUEUE} | load_registry(settings).queues()
+    app.conf.task_queues = [Queue(name) for name in sorted(queues)]
     app.conf.sluice_settings = settings
     app.conf.include = ["workers.tasks"]
     return app

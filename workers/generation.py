@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared import events as ev
@@ -17,9 +17,13 @@ from workers.providers.base import (
     Finished,
     Provider,
     ProviderError,
+    ProviderEvent,
     ProviderStream,
     Started,
     TextDelta,
+    ThinkingDelta,
+    ToolInputDelta,
+    ToolUseStart,
 )
 from workers.stops import StopScanner
 
@@ -50,34 +54,102 @@ class Outcome:
 
 
 @dataclass
+class _Blocks:
+    """Builds content-block events: opens, closes and numbers blocks as delta kinds change."""
+
+    index: int = -1
+    kind: str | None = None
+    tokens: int = 0
+    events: list[ev.Event] = field(default_factory=list)
+
+    def _open(self, kind: str, block: dict[str, Any]) -> None:
+        self.close()
+        self.index += 1
+        self.kind = kind
+        self.events.append(ev.content_block_start(self.index, block))
+
+    def close(self) -> None:
+        if self.kind is not None:
+            self.events.append(ev.content_block_stop(self.index))
+            self.kind = None
+
+    def text(self, text: str, tokens: int) -> None:
+        self.tokens += tokens
+        if not text:
+            return
+        if self.kind != "text":
+            self._open("text", ev.text_block())
+        self.events.append(ev.text_delta(self.index, text))
+
+    def thinking(self, item: ThinkingDelta) -> None:
+        self.tokens += item.tokens
+        if self.kind != "thinking":
+            self._open("thinking", ev.thinking_block())
+        if item.thinking:
+            self.events.append(ev.thinking_delta(self.index, item.thinking))
+        if item.signature:
+            self.events.append(ev.signature_delta(self.index, item.signature))
+            self.close()
+
+    def tool_start(self, item: ToolUseStart) -> None:
+        self._open("tool_use", ev.tool_use_block(item.id, item.name))
+
+    def tool_input(self, item: ToolInputDelta) -> None:
+        self.tokens += item.tokens
+        if self.kind != "tool_use":
+            raise ProviderError("tool input arrived outside a tool_use block")
+        if item.partial_json:
+            self.events.append(ev.input_json_delta(self.index, item.partial_json))
+
+    def take(self) -> list[ev.Event]:
+        taken, self.events = self.events, []
+        return taken
+
+
+@dataclass
 class _Run:
     message_id: str
     sink: EventSink
-    started_at: float
+    scanner: StopScanner
+    started_at: float = field(default_factory=time.monotonic)
     input_tokens: int = 0
-    output_tokens: int = 0
-    open_block: int | None = None
+    blocks: _Blocks = field(default_factory=_Blocks)
     ttft_ms: float | None = None
+    stop_reason: str = "end_turn"
+    stop_sequence: str | None = None
+    reported_tokens: int | None = None
 
-    def emit(self, events: list[ev.Event], fields: FieldValues | None = None) -> int:
+    @property
+    def output_tokens(self) -> int:
+        return self.reported_tokens if self.reported_tokens is not None else self.blocks.tokens
+
+    def apply(self, item: ProviderEvent) -> bool:
+        """Feed one provider event; True when generation is over."""
+        if isinstance(item, TextDelta):
+            self.blocks.text(self.scanner.feed(item.text), item.tokens)
+            if self.scanner.matched is not None:
+                self.stop_reason, self.stop_sequence = "stop_sequence", self.scanner.matched
+                return True
+        elif isinstance(item, ThinkingDelta):
+            self.blocks.thinking(item)
+        elif isinstance(item, ToolUseStart):
+            self.blocks.tool_start(item)
+        elif isinstance(item, ToolInputDelta):
+            self.blocks.tool_input(item)
+        elif isinstance(item, Finished):
+            self.stop_reason = item.stop_reason
+            self.reported_tokens = item.output_tokens
+            return True
+        return False
+
+    def flush(self) -> int:
+        """Write what the last events produced; answers the sink's signal."""
+        events = self.blocks.take()
+        fields: dict[str, str | int | float] = {}
+        if self.ttft_ms is None and any(e["type"] == "content_block_delta" for e in events):
+            self.ttft_ms = round((time.monotonic() - self.started_at) * 1000, 1)
+            fields["ttft_ms"] = self.ttft_ms
         return self.sink.append(events, fields) if events or fields else GO_ON
-
-    def text(self, text: str, tokens: int) -> list[ev.Event]:
-        self.output_tokens += tokens
-        if not text:
-            return []
-        events: list[ev.Event] = []
-        if self.open_block is None:
-            self.open_block = 0
-            events.append(ev.content_block_start(0, ev.text_block()))
-        events.append(ev.text_delta(self.open_block, text))
-        return events
-
-    def close_block(self) -> list[ev.Event]:
-        if self.open_block is None:
-            return []
-        index, self.open_block = self.open_block, None
-        return [ev.content_block_stop(index)]
 
     def stats(self) -> dict[str, str | int | float]:
         elapsed = time.monotonic() - self.started_at
@@ -91,6 +163,17 @@ class _Run:
             fields["tokens_per_second"] = round(self.output_tokens / generating, 1)
         return fields
 
+    def outcome(self, status: str, stop_reason: str | None, error: str | None = None) -> Outcome:
+        return Outcome(
+            status,
+            stop_reason,
+            self.output_tokens,
+            self.input_tokens,
+            self.ttft_ms,
+            time.monotonic() - self.started_at,
+            error,
+        )
+
 
 def run_generation(
     message_id: str,
@@ -101,90 +184,52 @@ def run_generation(
     max_tokens: int,
 ) -> Outcome:
     """Run one generation to its end, writing every event to ``sink``."""
-    run = _Run(message_id, sink, time.monotonic())
+    run = _Run(message_id, sink, StopScanner(request.get("stop_sequences")))
     stream = provider.stream(request, max_tokens)
-    scanner = StopScanner(request.get("stop_sequences"))
     try:
-        return _drive(run, stream, scanner, request)
+        return _drive(run, stream)
     except Exception as exc:  # any failure ends the stream well-formed, never silently
         stream.close()
         message = str(exc) or type(exc).__name__
         error_type = exc.error_type if isinstance(exc, ProviderError) else "api_error"
         sink.finish(ERROR, [ev.error(error_type, message)], {"error_message": message, **run.stats()})
-        return Outcome(
-            ERROR,
-            None,
-            run.output_tokens,
-            run.input_tokens,
-            run.ttft_ms,
-            time.monotonic() - run.started_at,
-            message,
-        )
+        return run.outcome(ERROR, None, message)
     finally:
         stream.close()
 
 
-def _drive(run: _Run, stream: ProviderStream, scanner: StopScanner, request: dict[str, Any]) -> Outcome:
+def _drive(run: _Run, stream: ProviderStream) -> Outcome:
     started = next(stream)
     if not isinstance(started, Started):
         raise ProviderError(f"provider began with {type(started).__name__}, not Started")
     run.input_tokens = started.input_tokens
-    signal = run.emit(
+    signal = run.sink.append(
         [ev.message_start(run.message_id, started.model, started.input_tokens)],
         {"input_tokens": started.input_tokens, "model_ran": started.model},
     )
-    stop_reason, stop_sequence = "end_turn", None
     for item in stream if signal == GO_ON else ():
-        if isinstance(item, TextDelta):
-            events = run.text(scanner.feed(item.text), item.tokens)
-            fields: dict[str, str | int | float] = {}
-            if run.ttft_ms is None and events:
-                run.ttft_ms = round((time.monotonic() - run.started_at) * 1000, 1)
-                fields["ttft_ms"] = run.ttft_ms
-            if scanner.matched is not None:
-                stop_reason, stop_sequence = "stop_sequence", scanner.matched
-                run.emit(events, fields)
-                break
-            signal = run.emit(events, fields)
-            if signal != GO_ON:
-                break
-        elif isinstance(item, Finished):
-            stop_reason = item.stop_reason
+        done = run.apply(item)
+        if done:
+            break
+        signal = run.flush()
+        if signal != GO_ON:
             break
     stream.close()
     if signal == GONE:
-        return Outcome(
-            "deleted",
-            None,
-            run.output_tokens,
-            run.input_tokens,
-            run.ttft_ms,
-            time.monotonic() - run.started_at,
-        )
+        return run.outcome("deleted", None)
     if signal == CANCEL_ASKED:
-        ending = ev.cancelled_ending(run.open_block, run.output_tokens)
+        run.blocks.take()  # nothing more reaches the stream after a cancel was seen
+        open_block = run.blocks.index if run.blocks.kind is not None else None
+        ending = ev.cancelled_ending(open_block, run.output_tokens)
         status = run.sink.finish(CANCELLED, ending, run.stats())
-        return Outcome(
-            status or CANCELLED,
-            "cancelled",
-            run.output_tokens,
-            run.input_tokens,
-            run.ttft_ms,
-            time.monotonic() - run.started_at,
-        )
-    tail = run.text(scanner.flush(), 0) if stop_sequence is None else []
+        return run.outcome(status or CANCELLED, "cancelled")
+    if run.stop_sequence is None:
+        run.blocks.text(run.scanner.flush(), 0)
+    run.blocks.close()
     ending = [
-        *tail,
-        *run.close_block(),
-        ev.message_delta(stop_reason, stop_sequence, run.output_tokens),
+        *run.blocks.take(),
+        ev.message_delta(run.stop_reason, run.stop_sequence, run.output_tokens),
         ev.message_stop(),
     ]
-    status = run.sink.finish(COMPLETED, ending, {"stop_reason": stop_reason, **run.stats()})
-    return Outcome(
-        status or COMPLETED,
-        stop_reason,
-        run.output_tokens,
-        run.input_tokens,
-        run.ttft_ms,
-        time.monotonic() - run.started_at,
-    )
+    status = run.sink.finish(COMPLETED, ending, {"stop_reason": run.stop_reason, **run.stats()})
+    return run.outcome(status or COMPLETED, run.stop_reason)

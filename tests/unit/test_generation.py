@@ -118,3 +118,43 @@ def test_usage_and_timing_fields_are_recorded():
     assert sink.fields["output_tokens"] == 2
     assert sink.fields["input_tokens"] == 1
     assert "ttft_ms" in sink.fields and "duration_ms" in sink.fields
+
+
+class BlocksProvider:
+    """Thinking, then text, then a tool call."""
+
+    def stream(self, request, max_tokens):
+        from workers.providers.base import (
+            Finished,
+            Started,
+            TextDelta,
+            ThinkingDelta,
+            ToolInputDelta,
+            ToolUseStart,
+        )
+
+        yield Started(3, "p")
+        yield ThinkingDelta("hmm ")
+        yield ThinkingDelta("ok", signature="sig")
+        yield TextDelta("Calling.")
+        yield ToolUseStart("toolu_1", "lookup")
+        yield ToolInputDelta('{"q": ')
+        yield ToolInputDelta('"x"}')
+        yield Finished("tool_use", output_tokens=9)
+
+
+def test_block_kinds_open_and_close_in_order():
+    """Thinking, text and tool_use deltas become three blocks, numbered in order."""
+    sink = ListSink()
+    run_generation("m", REQUEST, BlocksProvider(), sink, max_tokens=100)
+    message = accumulate(sink.events)
+    assert message["content"] == [
+        {"type": "thinking", "thinking": "hmm ok", "signature": "sig"},
+        {"type": "text", "text": "Calling."},
+        {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "x"}},
+    ]
+    assert message["stop_reason"] == "tool_use"
+    assert message["usage"]["output_tokens"] == 9
+    starts = [e["index"] for e in sink.events if e["type"] == "content_block_start"]
+    stops = [e["index"] for e in sink.events if e["type"] == "content_block_stop"]
+    assert starts == stops == [0, 1, 2]

@@ -1,7 +1,9 @@
 """The provider interface: stream provider events for one validated request.
 
-A provider is a generator. It yields ``Started`` first, then ``TextDelta``s,
-and ends with ``Finished``. The generation loop stops early by closing the
+A provider is a generator. It yields ``Started`` first, then deltas
+(``TextDelta``, ``ThinkingDelta``, ``ToolUseStart`` + ``ToolInputDelta``), and ends with
+``Finished``. Consecutive deltas of one kind form one content block; a new kind, or a new
+``ToolUseStart``, closes the open block and opens the next. The generation loop stops early by closing the
 generator (``GeneratorExit`` at the provider's current ``yield``), which is how
 cancellation reaches the model or the upstream connection at once.
 
@@ -33,13 +35,43 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ThinkingDelta:
+    """More reasoning text (a ``thinking`` block); ``signature`` closes the block when given."""
+
+    thinking: str
+    tokens: int = 1
+    signature: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolUseStart:
+    """A tool call begins: opens a ``tool_use`` block."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class ToolInputDelta:
+    """More of the open tool call's input JSON."""
+
+    partial_json: str
+    tokens: int = 1
+
+
+@dataclass(frozen=True)
 class Finished:
-    """Generation ended by itself: ``end_turn`` or ``max_tokens``."""
+    """Generation ended by itself: ``end_turn``, ``max_tokens``, ``tool_use``, ``refusal``.
+
+    ``output_tokens`` is the provider's own count (upstream usage) when it has one;
+    otherwise the loop's count of delta tokens stands.
+    """
 
     stop_reason: str
+    output_tokens: int | None = None
 
 
-ProviderEvent = Started | TextDelta | Finished
+ProviderEvent = Started | TextDelta | ThinkingDelta | ToolUseStart | ToolInputDelta | Finished
 ProviderStream = Generator[ProviderEvent, None, None]
 
 
