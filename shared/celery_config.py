@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.priority import PRIORITY_STEPS
+from shared.keys import BROKER_SEP
+from shared.priority import PRIORITY_STEPS, kombu_priority
 from shared.settings import Settings
 
 #: The task that runs one generation; sent by name, carrying only the message id.
 GENERATE_TASK = "sluice.generate"
 #: Queue of the embedded model (CPU-bound, prefork workers).
 LOCAL_QUEUE = "sluice.local"
+#: Conventional queue of upstream (I/O-bound) models, served by thread-pool workers.
+UPSTREAM_QUEUE = "sluice.upstream"
 
 
 def visibility_timeout(settings: Settings) -> int:
@@ -22,7 +25,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration both sides load."""
     transport = {
         "priority_steps": PRIORITY_STEPS,
-        "sep": ":",
+        "sep": BROKER_SEP,
         "queue_order_strategy": "priority",
         "visibility_timeout": visibility_timeout(settings),
         "health_check_interval": 10,
@@ -40,9 +43,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
+        # Never reserve work a busy worker cannot start: the most urgent message must stay
+        # in Redis for whichever worker frees up first (prefetch would freeze the order).
         "worker_prefetch_multiplier": 1,
+        "worker_disable_prefetch": True,
         "task_default_queue": LOCAL_QUEUE,
-        "task_default_priority": 5,
+        "task_default_priority": kombu_priority(settings.default_priority),
         "task_time_limit": settings.task_time_limit_seconds,
         "task_soft_time_limit": settings.task_time_limit_seconds - 30,
         "worker_send_task_events": True,

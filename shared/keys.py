@@ -59,3 +59,15 @@ class MessageKeys:
 def message_keys(message_id: str) -> MessageKeys:
     """The keys of ``message_id``."""
     return MessageKeys(message_id)
+
+
+#: kombu's separator between a queue name and its priority band (``broker_transport_options.sep``).
+BROKER_SEP = ":"
+
+
+def broker_list(queue: str, band: int) -> str:
+    """The Redis list where kombu keeps ``queue``'s messages of kombu priority ``band``.
+
+    Band 0 is the bare queue name; band N > 0 is ``<queue>:N`` (kombu's ``_q_for_pri``).
+    """
+    return f"{queue}{BROKER_SEP}{band}" if band else queue

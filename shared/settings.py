@@ -38,6 +38,10 @@ class Settings:
     log_json: bool = True
     api_workers: int = 1
     api_worker_connections: int = 2000
+    # Port on which a worker serves its Prometheus metrics; 0 = not served.
+    worker_metrics_port: int = 0
+    # Threads of the upstream (I/O-bound) worker type.
+    upstream_concurrency: int = 32
 
 
 def _parse_bool(raw: str) -> bool:
@@ -96,6 +100,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_json": _parse_bool,
     "api_workers": _parse_positive_int,
     "api_worker_connections": _parse_positive_int,
+    "worker_metrics_port": lambda raw: 0 if raw.strip() in {"", "0"} else _parse_port(raw),
+    "upstream_concurrency": _parse_positive_int,
 }
 
 ENV_PREFIX = "SLUICE_"
