@@ -5,18 +5,22 @@ from __future__ import annotations
 from flask import Flask
 
 from api.errors import register_error_handlers
+from api.metrics import instrument
 from api.routes import register_routes
 from api.services import build_services
+from shared.logging import configure_logging
 from shared.settings import Settings, load_settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the API for ``settings`` (default: from the environment)."""
     settings = settings or load_settings()
+    configure_logging(settings, "api")
     app = Flask("sluice")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["sluice"] = build_services(settings)
     register_routes(app)
     register_error_handlers(app)
+    instrument(app)
     return app

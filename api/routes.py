@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Flask
 
+from api import metrics
 from api.views import health, messages
 
 
@@ -64,6 +65,7 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("/health", ("GET",), health.health, "health", "Liveness"),
     Route("/ready", ("GET",), health.ready, "health", "Readiness"),
+    Route("/metrics", ("GET",), metrics.metrics_view, "metrics", "Prometheus metrics"),
 )
 
 

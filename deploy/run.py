@@ -1,5 +1,6 @@
-"""``make run``: start redis-server (unless ``SLUICE_REDIS_URL`` is set), a Celery worker with
-the embedded model, the API under gunicorn and Flower; wait for readiness; stop all on a signal."""
+"""``make run``: start redis-server (unless ``SLUICE_REDIS_URL`` is set), a prefork worker for the
+local models, a thread-pool worker for upstream queues (when the registry has any), the API under
+gunicorn and Flower; wait for readiness; stop all on a signal."""
 
 from __future__ import annotations
 
@@ -7,17 +8,46 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.stack import ROOT, Stack, free_port, port_open
-from shared.settings import SettingsError, load_settings
+from shared.celery_config import LOCAL_QUEUE
+from shared.models import ModelRegistry, RegistryError, load_registry
+from shared.settings import Settings, SettingsError, load_settings
+
+#: Providers that compute on this machine's CPU: their queues go to prefork workers.
+LOCAL_PROVIDERS = frozenset({"llama_cpp"})
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """One worker type to start: its name, queues, pool and concurrency."""
+
+    name: str
+    queues: tuple[str, ...]
+    pool: str
+    concurrency: int
+
+
+def worker_plan(registry: ModelRegistry, settings: Settings) -> list[WorkerPlan]:
+    """The local prefork worker always; a thread-pool worker for queues of upstream models."""
+    local = {LOCAL_QUEUE} | {spec.queue for spec in registry if spec.provider in LOCAL_PROVIDERS}
+    upstream = registry.queues() - local
+    plans = [WorkerPlan("local", tuple(sorted(local)), "prefork", settings.worker_concurrency)]
+    if upstream:
+        plans.append(
+            WorkerPlan("upstream", tuple(sorted(upstream)), "threads", settings.upstream_concurrency)
+        )
+    return plans
 
 
 def main() -> int:
     """Run the stack until Ctrl-C or SIGTERM."""
     try:
         settings = load_settings()
-    except SettingsError as exc:
+        registry = load_registry(settings)
+    except (SettingsError, RegistryError) as exc:
         print(exc, file=sys.stderr)
         return 2
     var_dir = Path(os.environ.get("SLUICE_VAR_DIR", ROOT / "var"))
@@ -29,7 +59,19 @@ def main() -> int:
         if "SLUICE_REDIS_URL" not in os.environ:
             url = stack.start_redis(free_port() if port_open(6379) else 6379)
             print(f"redis:   {url} (data in {var_dir / 'logs' / 'redis'})")
-        stack.start_worker("local", concurrency=settings.worker_concurrency)
+        for index, plan in enumerate(worker_plan(registry, settings)):
+            port = settings.worker_metrics_port + index if settings.worker_metrics_port else None
+            stack.start_worker(
+                plan.name,
+                queues=",".join(plan.queues),
+                pool=plan.pool,
+                concurrency=plan.concurrency,
+                metrics_port=port,
+            )
+            where = f", metrics on :{port}" if port else ""
+            print(
+                f"worker:  {plan.name} ({plan.pool} x{plan.concurrency}) on {', '.join(plan.queues)}{where}"
+            )
         api = stack.start_api(settings.port, env={"SLUICE_HOST": settings.host})
         flower = stack.start_flower(settings.flower_port, settings.flower_basic_auth)
         print(f"api:     {api}    (logs in {stack.var_dir})")

@@ -155,9 +155,14 @@ class Stack:
         concurrency: int | None = None,
         pool: str = "prefork",
         env: Mapping[str, str] | None = None,
+        metrics_port: int | None = None,
     ) -> Process:
-        """A real Celery worker consuming ``queues``."""
+        """A real Celery worker consuming ``queues``; with ``metrics_port``, serving its metrics there."""
         conc = concurrency or int(self.env.get("SLUICE_WORKER_CONCURRENCY", "1"))
+        extra = dict(env or {})
+        if metrics_port:
+            extra["SLUICE_WORKER_METRICS_PORT"] = str(metrics_port)
+            extra["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir(f"worker-{hostname}"))
         argv = [
             sys.executable,
             "-m",
@@ -179,7 +184,14 @@ class Stack:
             "--without-mingle",
             "-E",
         ]
-        return self.spawn(f"worker-{hostname}", argv, env)
+        return self.spawn(f"worker-{hostname}", argv, extra)
+
+    def metrics_dir(self, name: str) -> Path:
+        """An empty folder for one process tree's Prometheus multiprocess files."""
+        folder = self.var_dir / "prometheus" / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return folder
 
     def start_api(self, port: int | None = None, env: Mapping[str, str] | None = None) -> str:
         """gunicorn (gevent workers) serving the API; returns its base URL."""
@@ -192,7 +204,12 @@ class Stack:
             str(ROOT / "api" / "gunicorn_conf.py"),
             "api.wsgi:app",
         ]
-        process = self.spawn(f"api-{port}", argv, {"SLUICE_PORT": str(port), **(env or {})})
+        extra = {
+            "SLUICE_PORT": str(port),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir(f"api-{port}")),
+            **(env or {}),
+        }
+        process = self.spawn(f"api-{port}", argv, extra)
         self._wait(process, lambda: http_ok(f"http://127.0.0.1:{port}/health"), 30, "the API")
         return f"http://127.0.0.1:{port}"
 

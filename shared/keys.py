@@ -15,6 +15,9 @@ WORKERS = f"{PREFIX}:workers"
 #: A worker counts as alive while its heartbeat is younger than this.
 WORKER_ALIVE_SECONDS = 15
 
+#: Glob that matches the status hash of every message (for SCAN-based counts).
+STATUS_PATTERN = f"{PREFIX}:msg:*:status"
+
 
 @dataclass(frozen=True)
 class MessageKeys:

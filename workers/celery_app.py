@@ -11,8 +11,10 @@ from celery import Celery, signals
 from kombu import Queue
 
 from shared.celery_config import LOCAL_QUEUE, celery_config
+from shared.logging import bind_message, clear_message, configure_logging
 from shared.models import load_registry
 from shared.settings import Settings, load_settings
+from workers import metrics
 from workers.runtime import Runtime, build_runtime
 
 HEARTBEAT_SECONDS = 5.0
@@ -41,11 +43,38 @@ def get_runtime() -> Runtime:
         return _runtime
 
 
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    """Structured logs instead of Celery's own setup (a receiver here makes Celery skip it)."""
+    configure_logging(load_settings(), "worker")
+
+
 @signals.worker_process_init.connect
 def _load_models_after_fork(**_: Any) -> None:
-    """Each prefork child loads its models once, right after the fork."""
+    """Each prefork child configures its logs and loads its models once, right after the fork."""
+    configure_logging(load_settings(), "worker")
     if os.environ.get("SLUICE_PRELOAD", "1") != "0":
         get_runtime().preload()
+
+
+@signals.worker_process_shutdown.connect
+def _forget_child_metrics(pid: int | None = None, **_: Any) -> None:
+    metrics.process_gone(pid or os.getpid())
+
+
+@signals.task_prerun.connect
+def _bind_log_context(task: Any = None, args: Any = None, **_: Any) -> None:
+    """Every log line of a task carries its message id and the correlation id from the task headers."""
+    request = getattr(task, "request", None)
+    correlation_id = getattr(request, "correlation_id", None) or (
+        (getattr(request, "headers", None) or {}).get("correlation_id")
+    )
+    bind_message(args[0] if args else None, correlation_id)
+
+
+@signals.task_postrun.connect
+def _clear_log_context(**_: Any) -> None:
+    clear_message()
 
 
 class _Heartbeat:
@@ -74,6 +103,10 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     global _heartbeat
     _heartbeat = _Heartbeat(getattr(sender, "hostname", None) or f"worker@{os.getpid()}")
     _heartbeat.thread.start()
+    settings = load_settings()
+    if settings.worker_metrics_port:
+        pool = type(getattr(sender, "pool", None)).__module__.rsplit(".", 1)[-1]
+        metrics.serve(settings.worker_metrics_port, settings.host, pool)
 
 
 @signals.worker_shutdown.connect

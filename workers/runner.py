@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from shared import events as ev
 from shared.store import ERROR, PENDING, FieldValues, MessageStore
+from workers import metrics
 from workers.generation import Outcome, run_generation
 from workers.runtime import Runtime
 
@@ -52,6 +53,7 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
     outcome: Outcome = run_generation(
         message_id, request, runtime.provider_for(spec), sink, max_tokens=max_tokens
     )
+    metrics.record(spec.id, status.get("queue") or spec.queue, queue_wait_ms, outcome)
     log.info(
         "finished",
         extra={"message_id": message_id, "status": outcome.status, "output_tokens": outcome.output_tokens},
