@@ -40,7 +40,7 @@ from shared.store import PENDING, PROCESSING, TERMINAL_STATUSES
 log = logging.getLogger("sluice.api.access")
 
 #: Counting messages by status scans their hashes; scrapes within this window reuse the count.
-STATUS_COUNT_CACHE_SECONDS = 10.0
+STATUS_COUNT_CACHE_SECONDS = 2.0
 SUBMIT_ENDPOINT_RULE = "/v1/messages/async"
 STATUSES = (PENDING, PROCESSING, *sorted(TERMINAL_STATUSES))
 
@@ -187,18 +187,21 @@ def _after(response: Response) -> Response:
 
 
 def _ids_of(response: Response) -> tuple[str | None, str | None]:
-    """The message id of a JSON answer and the correlation id of a JSON request, when present."""
+    """The message id and correlation id of a JSON answer or JSON request, when present."""
     message_id = correlation_id = None
     if response.is_json and not response.is_streamed:
         answer: Any = response.get_json(silent=True)
         if isinstance(answer, dict) and isinstance(answer.get("message_id"), str):
             message_id = answer["message_id"]
+            metadata = answer.get("metadata")
+            if isinstance(metadata, dict) and isinstance(metadata.get("correlation_id"), str):
+                correlation_id = metadata["correlation_id"]  # a status answer
     if request.method == "POST" and request.mimetype == "application/json":
         try:
             sent: Any = json.loads(request.get_data(cache=True) or b"null")
         except ValueError:
             sent = None
-        if isinstance(sent, dict) and isinstance(sent.get("correlation_id"), str):
+        if isinstance(sent, dict) and isinstance(sent.get("correlation_id"), str):  # a submit
             correlation_id = sent["correlation_id"]
     return message_id, correlation_id
 

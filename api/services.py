@@ -13,7 +13,7 @@ from celery import Celery
 from flask import current_app
 
 from api.errors import ApiError, InvalidRequest, NotFound
-from shared.celery_config import GENERATE_TASK, celery_config
+from shared.celery_config import CORRELATION_HEADER, GENERATE_TASK, celery_config
 from shared.models import ModelRegistry, load_registry
 from shared.priority import Placement, place
 from shared.settings import Settings
@@ -91,7 +91,7 @@ def submit(svc: Services, body: dict[str, Any], message_id: str | None = None) -
             args=[message_id],
             queue=placement.queue,
             priority=placement.band,
-            headers={"correlation_id": body.get("correlation_id") or ""},
+            headers={CORRELATION_HEADER: body.get("correlation_id") or ""},
         )
     except Exception as exc:  # the broker is down: say so, and leave no pending ghost behind
         svc.store.finish(

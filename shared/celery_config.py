@@ -10,6 +10,9 @@ from shared.settings import Settings
 
 #: The task that runs one generation; sent by name, carrying only the message id.
 GENERATE_TASK = "sluice.generate"
+#: Task header carrying the request's correlation id. Not ``correlation_id``: Celery's worker
+#: overwrites that name with the AMQP property of the same name (the task id).
+CORRELATION_HEADER = "sluice_correlation_id"
 #: Queue of the embedded model (CPU-bound, prefork workers).
 LOCAL_QUEUE = "sluice.local"
 #: Conventional queue of upstream (I/O-bound) models, served by thread-pool workers.

@@ -10,7 +10,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Queue
 
-from shared.celery_config import LOCAL_QUEUE, celery_config
+from shared.celery_config import CORRELATION_HEADER, LOCAL_QUEUE, celery_config
 from shared.logging import bind_message, clear_message, configure_logging
 from shared.models import load_registry
 from shared.settings import Settings, load_settings
@@ -65,11 +65,7 @@ def _forget_child_metrics(pid: int | None = None, **_: Any) -> None:
 @signals.task_prerun.connect
 def _bind_log_context(task: Any = None, args: Any = None, **_: Any) -> None:
     """Every log line of a task carries its message id and the correlation id from the task headers."""
-    request = getattr(task, "request", None)
-    correlation_id = getattr(request, "correlation_id", None) or (
-        (getattr(request, "headers", None) or {}).get("correlation_id")
-    )
-    bind_message(args[0] if args else None, correlation_id)
+    bind_message(args[0] if args else None, getattr(task.request, CORRELATION_HEADER, None))
 
 
 @signals.task_postrun.connect
