@@ -6,7 +6,11 @@ first. We use all ten steps, so every integer from -5 to 4 gets its own band:
     kombu = clamp(priority + 5, 0, 9)
 
 ``priority`` -5 or lower → 0 (served first); the default 0 → 5; 4 or higher → 9.
-Requests without a priority get the default, never the most urgent band.
+Requests without a priority get the default, never the most urgent band, so any
+explicit priority below the default outranks them. Within a band kombu's lists are
+FIFO (LPUSH to publish, BRPOP to consume), and ``queue_order_strategy: priority``
+makes BRPOP list every queue's band 0 before any band 1, so bands order across the
+queues one worker consumes. Band N waits in the Redis list ``shared.keys.broker_list``.
 """
 
 from __future__ import annotations
@@ -40,4 +44,4 @@ def kombu_priority(priority: int | None, default: int = DEFAULT_PRIORITY) -> int
 def place(queue: str, priority: int | None, default: int = DEFAULT_PRIORITY) -> Placement:
     """The queue and band for a message."""
     value = default if priority is None else priority
-    return Placement(queue=queue, band=kombu_priority(value, default), priority=value)
+    return Placement(queue=queue, band=kombu_priority(value), priority=value)
