@@ -43,6 +43,8 @@ log = logging.getLogger("sluice.api.access")
 STATUS_COUNT_CACHE_SECONDS = 2.0
 SUBMIT_ENDPOINT_RULE = "/v1/messages/async"
 STATUSES = (PENDING, PROCESSING, *sorted(TERMINAL_STATUSES))
+#: Probes and scrapes: their request lines are logged at DEBUG so they do not drown the rest.
+QUIET_RULES = frozenset({"/health", "/ready", "/metrics"})
 
 REQUESTS = Counter(
     "sluice_http_requests",
@@ -172,7 +174,8 @@ def _after(response: Response) -> Response:
         SSE_OPEN.inc()
         response.call_on_close(SSE_OPEN.dec)
     message_id, correlation_id = _ids_of(response)
-    log.info(
+    log.log(
+        logging.DEBUG if rule in QUIET_RULES else logging.INFO,
         "request",
         extra={
             "method": request.method,
