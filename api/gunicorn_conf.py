@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from gunicorn import glogging
+
 bind = f"{os.environ.get('SLUICE_HOST', '127.0.0.1')}:{os.environ.get('SLUICE_PORT', '8000')}"
 worker_class = "gevent"
 workers = int(os.environ.get("SLUICE_API_WORKERS", "1"))
@@ -22,3 +24,24 @@ def child_exit(server: object, worker: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def on_starting(server: object) -> None:
+    """The master logs structured lines too (workers configure theirs in the app factory)."""
+    from shared.logging import configure_logging
+    from shared.settings import load_settings
+
+    configure_logging(load_settings(), "api")
+
+
+class _PropagatingLogger(glogging.Logger):
+    """Gunicorn's logger without its own handlers: its lines reach the structured root handler."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        for handler in list(self.error_log.handlers):
+            self.error_log.removeHandler(handler)
+        self.error_log.propagate = True
+
+
+logger_class = _PropagatingLogger

@@ -70,6 +70,7 @@ def configure_logging(settings: Settings, component: str) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(settings.log_level)
+    logging.captureWarnings(True)  # Python warnings (e.g. Celery's root-user warning) as log lines too
 
 
 def bind_message(message_id: str | None, correlation_id: str | None) -> None:
