@@ -35,6 +35,10 @@ def _add_component(component: str) -> structlog.types.Processor:
     return add
 
 
+class _SluiceHandler(logging.StreamHandler):
+    """The handler ``configure_logging`` installs (so that it can find and replace it)."""
+
+
 def configure_logging(settings: Settings, component: str) -> None:
     """Route structlog and the standard library to one stderr handler for ``component``."""
     shared: list[structlog.types.Processor] = [
@@ -65,10 +69,12 @@ def configure_logging(settings: Settings, component: str) -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _SluiceHandler(sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
-    root.handlers = [handler]
+    for old in [h for h in root.handlers if isinstance(h, _SluiceHandler)]:
+        root.removeHandler(old)  # configuring again replaces ours, and leaves others' handlers be
+    root.addHandler(handler)
     root.setLevel(settings.log_level)
     logging.captureWarnings(True)  # Python warnings (e.g. Celery's root-user warning) as log lines too
 

@@ -20,6 +20,7 @@ def restore_root() -> Iterator[None]:
     yield
     clear_message()
     root.handlers, root.level = handlers, level
+    logging.captureWarnings(False)
     structlog.reset_defaults()
 
 
@@ -43,6 +44,14 @@ def test_lines_outside_a_message_carry_null_ids(capsys, restore_root):
     structlog.get_logger("sluice.test").warning("starting")
     (line,) = _lines(capsys.readouterr().err)
     assert line["message_id"] is None and line["correlation_id"] is None and line["level"] == "warning"
+
+
+def test_configuring_twice_installs_one_handler(capsys, restore_root):
+    """A second configure call replaces the first one's handler: each line is written once."""
+    configure_logging(Settings(log_json=True), "api")
+    configure_logging(Settings(log_json=True), "api")
+    logging.getLogger("sluice.test").warning("once")
+    assert len(_lines(capsys.readouterr().err)) == 1
 
 
 def test_log_level_filters_lower_lines(capsys, restore_root):
