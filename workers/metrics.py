@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
 
 from workers.generation import Outcome
 
@@ -53,7 +53,14 @@ OUTPUT_TOKENS = Counter("sluice_worker_output_tokens", "Output tokens generated"
 
 
 def record(model: str, queue: str, queue_wait_ms: float, outcome: Outcome) -> None:
-    """Record one finished generation."""
+    """Record one finished generation; a metrics failure is logged, never raised into the task."""
+    try:
+        _record(model, queue, queue_wait_ms, outcome)
+    except Exception:  # e.g. PROMETHEUS_MULTIPROC_DIR removed under a running worker
+        log.exception("could not record metrics")
+
+
+def _record(model: str, queue: str, queue_wait_ms: float, outcome: Outcome) -> None:
     QUEUE_WAIT.labels(queue).observe(max(queue_wait_ms, 0.0) / 1000)
     GENERATIONS.labels(model, queue, outcome.status).inc()
     GENERATION_DURATION.labels(model, outcome.status).observe(outcome.duration_s)
@@ -75,14 +82,15 @@ def serve(port: int, host: str, pool: str) -> None:
     folder = multiprocess_dir()
     if folder is None and pool == "prefork":
         log.warning("PROMETHEUS_MULTIPROC_DIR is not set: metrics of prefork children are not served")
-    registry = None
+    registry: CollectorRegistry | None = None
     if folder is not None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=folder)
-    if registry is None:
-        start_http_server(port, addr=host)
-    else:
-        start_http_server(port, addr=host, registry=registry)
+    try:
+        start_http_server(port, addr=host, registry=registry or REGISTRY)
+    except OSError as exc:  # the port is taken: the worker still works, without its endpoint
+        log.error("cannot serve metrics", extra={"port": port, "error": str(exc)})
+        return
     log.info("metrics served", extra={"port": port, "multiprocess": folder is not None})
 
 
