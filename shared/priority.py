@@ -8,9 +8,10 @@ first. We use all ten steps, so every integer from -5 to 4 gets its own band:
 ``priority`` -5 or lower → 0 (served first); the default 0 → 5; 4 or higher → 9.
 Requests without a priority get the default, never the most urgent band, so any
 explicit priority below the default outranks them. Within a band kombu's lists are
-FIFO (LPUSH to publish, BRPOP to consume), and ``queue_order_strategy: priority``
-makes BRPOP list every queue's band 0 before any band 1, so bands order across the
-queues one worker consumes. Band N waits in the Redis list ``shared.keys.broker_list``.
+FIFO (LPUSH to publish, BRPOP to consume). A worker's BRPOP lists band 0 of every
+queue it consumes before any band 1, so bands order across its queues too, and
+``queue_order_strategy: priority`` keeps the queues of one band in their listed order
+(no round-robin). Band N waits in the Redis list ``shared.keys.broker_list(queue, N)``.
 """
 
 from __future__ import annotations

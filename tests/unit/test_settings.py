@@ -46,3 +46,14 @@ def test_port_range_is_checked():
     """A port outside 1-65535 is refused."""
     with pytest.raises(SettingsError, match="SLUICE_FLOWER_PORT"):
         load_settings({"SLUICE_FLOWER_PORT": "70000"})
+
+
+def test_worker_metrics_port_is_off_by_default_and_checked():
+    """``SLUICE_WORKER_METRICS_PORT`` 0 (or unset) means off; otherwise it must be a TCP port."""
+    assert load_settings({}).worker_metrics_port == 0
+    assert load_settings({"SLUICE_WORKER_METRICS_PORT": "0"}).worker_metrics_port == 0
+    assert load_settings({"SLUICE_WORKER_METRICS_PORT": "9100"}).worker_metrics_port == 9100
+    with pytest.raises(SettingsError, match="SLUICE_WORKER_METRICS_PORT"):
+        load_settings({"SLUICE_WORKER_METRICS_PORT": "70000"})
+    with pytest.raises(SettingsError, match="SLUICE_UPSTREAM_CONCURRENCY"):
+        load_settings({"SLUICE_UPSTREAM_CONCURRENCY": "0"})
