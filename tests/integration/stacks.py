@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import redis
 
-from deploy.stack import Stack, wait_for
+from deploy.stack import ROOT, Stack, wait_for
 
 #: A slow model on the local (prefork) queue and quick ones on both queues; no real model loads.
 SCRIPTED_MODELS = """
@@ -87,3 +92,30 @@ def wait_workers(api: str, names: list[str], timeout: float = 120) -> None:
         return all(any(w.startswith(name + "@") for w in workers) for name in names)
 
     wait_for(all_up, timeout, f"workers {names}")
+
+
+@contextlib.contextmanager
+def make_run(tmp: Path, **env: str) -> Iterator[str]:
+    """``python -m deploy.run`` (what ``make run`` runs) until it prints ``ready``; yields its output.
+
+    ``SLUICE_*`` variables of the test's own environment are dropped; SIGTERM at the end
+    must stop it cleanly.
+    """
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    environ.update({"SLUICE_VAR_DIR": str(tmp), **env})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.run"], cwd=ROOT, env=environ, stdout=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip() == "ready":
+                break
+        assert lines and lines[-1].strip() == "ready", "".join(lines)
+        yield "".join(lines)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert proc.returncode == 0

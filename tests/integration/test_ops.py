@@ -13,7 +13,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.stack import free_port, wait_for
 from tests.integration.helpers import body, submit, wait_status
-from tests.integration.stacks import ScriptedStack, hostname, scripted_stack, wait_workers
+from tests.integration.stacks import (
+    SCRIPTED_MODELS,
+    ScriptedStack,
+    hostname,
+    make_run,
+    scripted_stack,
+    wait_workers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -226,3 +233,27 @@ def test_flower_requires_basic_auth_when_set(ops):
     """Without credentials, or with wrong ones, Flower answers 401."""
     assert httpx.get(f"{ops.flower}/api/workers", timeout=10).status_code == 401
     assert httpx.get(f"{ops.flower}/api/tasks", auth=("ops", "wrong"), timeout=10).status_code == 401
+
+
+def test_make_run_puts_flower_behind_basic_auth(tmp_path):
+    """With ``SLUICE_FLOWER_BASIC_AUTH``, ``make run``'s Flower refuses anonymous calls and lists workers."""
+    models = tmp_path / "models.toml"
+    models.write_text(SCRIPTED_MODELS)
+    flower_port = free_port()
+    with make_run(
+        tmp_path,
+        SLUICE_PORT=str(free_port()),
+        SLUICE_FLOWER_PORT=str(flower_port),
+        SLUICE_FLOWER_BASIC_AUTH=":".join(FLOWER_AUTH),
+        SLUICE_MODELS_FILE=str(models),
+    ):
+        flower = f"http://127.0.0.1:{flower_port}"
+        assert httpx.get(f"{flower}/api/workers", timeout=10).status_code == 401
+
+        def local_worker_listed() -> bool:
+            workers = httpx.get(
+                f"{flower}/api/workers", params={"refresh": "1"}, auth=FLOWER_AUTH, timeout=20
+            ).json()
+            return any(name.startswith("local@") for name in workers)
+
+        wait_for(local_worker_listed, 60, "make run's local worker in Flower", interval=1)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from deploy.stack import ROOT, free_port
+from deploy.stack import free_port
 from tests.integration.helpers import body, check_grammar, observe, status, submit, wait_status
-from tests.integration.stacks import SCRIPTED_MODELS, ScriptedStack, hostname, scripted_stack, wait_workers
+from tests.integration.stacks import (
+    SCRIPTED_MODELS,
+    ScriptedStack,
+    hostname,
+    make_run,
+    scripted_stack,
+    wait_workers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -78,36 +81,18 @@ def test_make_run_starts_an_upstream_worker_for_upstream_models(tmp_path):
     models = tmp_path / "models.toml"
     models.write_text(SCRIPTED_MODELS)
     api_port, metrics_port = free_port(), free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")},
-        "SLUICE_PORT": str(api_port),
-        "SLUICE_FLOWER_PORT": str(free_port()),
-        "SLUICE_VAR_DIR": str(tmp_path),
-        "SLUICE_MODELS_FILE": str(models),
-        "SLUICE_WORKER_METRICS_PORT": str(metrics_port),
-        "SLUICE_UPSTREAM_CONCURRENCY": "8",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "deploy.run"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
-    )
-    lines: list[str] = []
-    try:
-        for line in proc.stdout:
-            lines.append(line)
-            if line.strip() == "ready":
-                break
-        assert lines and lines[-1].strip() == "ready", "".join(lines)
-        started = "".join(lines)
+    with make_run(
+        tmp_path,
+        SLUICE_PORT=str(api_port),
+        SLUICE_FLOWER_PORT=str(free_port()),
+        SLUICE_MODELS_FILE=str(models),
+        SLUICE_WORKER_METRICS_PORT=str(metrics_port),
+        SLUICE_UPSTREAM_CONCURRENCY="8",
+    ) as started:
         assert "worker:  local (prefork x1) on sluice.local" in started
         assert f"worker:  upstream (threads x8) on sluice.upstream, metrics on :{metrics_port + 1}" in started
         api = f"http://127.0.0.1:{api_port}"
         remote = submit(api, body("x", model="remote", max_tokens=3))
         assert wait_status(api, remote, {"completed"})["metadata"]["worker"].startswith("upstream@")
-        assert (
-            "sluice_worker_generations_total"
-            in httpx.get(f"http://127.0.0.1:{metrics_port + 1}/metrics", timeout=10).text
-        )
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-    assert proc.returncode == 0
+        upstream_metrics = httpx.get(f"http://127.0.0.1:{metrics_port + 1}/metrics", timeout=10).text
+        assert "sluice_worker_generations_total" in upstream_metrics
