@@ -257,3 +257,13 @@ def test_make_run_puts_flower_behind_basic_auth(tmp_path):
             return any(name.startswith("local@") for name in workers)
 
         wait_for(local_worker_listed, 60, "make run's local worker in Flower", interval=1)
+
+
+def test_every_api_log_line_is_json(ops):
+    """Gunicorn's own lines and the app's lines alike are JSON objects with both ids."""
+    httpx.get(f"{ops.api}/health", timeout=10)
+    api_log = next(p for p in ops.running.stack.processes if p.name.startswith("api-"))
+    lines = [line for line in api_log.log_path.read_text().splitlines() if line.strip()]
+    parsed = [json.loads(line) for line in lines]
+    assert any(line["logger"] == "gunicorn.error" for line in parsed)
+    assert all({"message_id", "correlation_id", "component"} <= set(line) for line in parsed)
