@@ -139,6 +139,8 @@ class _Run:
         elif isinstance(item, Finished):
             self.stop_reason = item.stop_reason
             self.reported_tokens = item.output_tokens
+            if item.input_tokens is not None:
+                self.input_tokens = item.input_tokens
             return True
         return False
 
