@@ -108,7 +108,9 @@ class AnthropicProvider:
         deadline = time.monotonic() + self.spec.timeouts.first_token
         try:
             while True:
-                more, event = feed.next(max(deadline - time.monotonic(), 0.0), "first token")
+                more, event = feed.next(
+                    max(deadline - time.monotonic(), 0.0), "first token", self.spec.timeouts.first_token
+                )
                 if not more or event is None:
                     if translator.stopped:
                         return _Opened(feed, translator, [])

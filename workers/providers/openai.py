@@ -101,7 +101,9 @@ class OpenAIProvider:
         deadline = time.monotonic() + self.spec.timeouts.first_token
         try:
             while True:
-                more, chunk = feed.next(max(deadline - time.monotonic(), 0.0), "first token")
+                more, chunk = feed.next(
+                    max(deadline - time.monotonic(), 0.0), "first token", self.spec.timeouts.first_token
+                )
                 if not more or chunk is None:
                     if translator.finish_reason is None:
                         raise UpstreamUnavailable(f"{where}: stream ended before the first token")

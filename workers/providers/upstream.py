@@ -190,12 +190,16 @@ class Feed(Generic[T]):
         except BaseException as exc:  # handed to the consumer, which raises it
             self._queue.put((_FAIL, exc))
 
-    def next(self, timeout: float, waiting_for: str) -> tuple[bool, T | None]:
-        """``(True, item)``, or ``(False, None)`` at the end; raises on failure or after ``timeout`` s."""
+    def next(self, timeout: float, waiting_for: str, limit: float | None = None) -> tuple[bool, T | None]:
+        """``(True, item)``, or ``(False, None)`` at the end; raises on failure or after ``timeout`` s.
+
+        ``limit`` is the configured timeout the message names, when ``timeout`` is what is left of it.
+        """
         try:
             kind, value = self._queue.get(timeout=timeout)
         except queue.Empty:
-            raise UpstreamTimeout(f"{self._what}: no {waiting_for} within {timeout:g}s") from None
+            waited = timeout if limit is None else limit
+            raise UpstreamTimeout(f"{self._what}: no {waiting_for} within {waited:g}s") from None
         if kind == _FAIL:
             raise value
         self._ended = kind == _END
