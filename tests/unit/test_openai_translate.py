@@ -224,3 +224,16 @@ def test_an_error_chunk_raises():
 
     with pytest.raises(ProviderError, match="out of memory"):
         ChunkTranslator().feed({"error": {"message": "out of memory"}})
+
+
+def test_server_dialects_rename_parameters_and_use_json_object():
+    """param_names renames fields; response_format = json_object sends the schema llama-cpp-python's way."""
+    schema = {"type": "object"}
+    body = to_openai_request(
+        _request(repetition_penalty=1.1, output_config={"format": {"type": "json_schema", "schema": schema}}),
+        model="m",
+        max_tokens=1,
+        options={"param_names": {"repetition_penalty": "repeat_penalty"}, "response_format": "json_object"},
+    )
+    assert body["repeat_penalty"] == 1.1 and "repetition_penalty" not in body
+    assert body["response_format"] == {"type": "json_object", "schema": schema}

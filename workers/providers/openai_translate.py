@@ -162,8 +162,10 @@ def to_openai_request(
 
     ``stop_sequences`` are not sent: the generation loop matches them itself, so the stream
     ends with ``stop_reason: "stop_sequence"`` and the matched string on every server.
-    ``options`` are the model's provider options: ``extra_body`` (merged last) and ``thinking``
-    (``"reasoning_effort"`` or ``"chat_template_kwargs"``: how this server switches thinking).
+    ``options`` are the model's provider options: ``thinking`` (``"reasoning_effort"`` or
+    ``"chat_template_kwargs"``: how this server switches thinking), ``response_format``
+    (``"json_object"`` for servers that take ``{type: json_object, schema}``), ``param_names``
+    (renames, e.g. ``repetition_penalty`` → ``repeat_penalty``) and ``extra_body`` (merged last).
     """
     options = options or {}
     body: dict[str, Any] = {
@@ -197,7 +199,9 @@ def to_openai_request(
             if choice.get("disable_parallel_tool_use"):
                 body["parallel_tool_calls"] = False
     schema = _json_schema(request)
-    if schema is not None:
+    if schema is not None and options.get("response_format") == "json_object":
+        body["response_format"] = {"type": "json_object", "schema": schema}
+    elif schema is not None:
         body["response_format"] = {
             "type": "json_schema",
             "json_schema": {"name": "output", "schema": schema, "strict": True},
@@ -206,6 +210,9 @@ def to_openai_request(
         body["chat_template_kwargs"] = {"enable_thinking": thinking_enabled(request)}
     elif options.get("thinking") == "reasoning_effort" and thinking_enabled(request):
         body["reasoning_effort"] = (request.get("thinking") or {}).get("effort") or "medium"
+    for ours, theirs in (options.get("param_names") or {}).items():
+        if ours in body:
+            body[theirs] = body.pop(ours)
     body.update(options.get("extra_body") or {})
     return body
 
