@@ -227,13 +227,22 @@ def test_an_error_chunk_raises():
 
 
 def test_server_dialects_rename_parameters_and_use_json_object():
-    """param_names renames fields; response_format = json_object sends the schema llama-cpp-python's way."""
+    """param_names renames, drop_params drops, and json_object sends the schema llama-cpp-python's way."""
     schema = {"type": "object"}
     body = to_openai_request(
-        _request(repetition_penalty=1.1, output_config={"format": {"type": "json_schema", "schema": schema}}),
+        _request(
+            repetition_penalty=1.1,
+            top_k=5,
+            output_config={"format": {"type": "json_schema", "schema": schema}},
+        ),
         model="m",
         max_tokens=1,
-        options={"param_names": {"repetition_penalty": "repeat_penalty"}, "response_format": "json_object"},
+        options={
+            "param_names": {"repetition_penalty": "repeat_penalty", "max_tokens": "max_completion_tokens"},
+            "response_format": "json_object",
+            "drop_params": ["top_k"],
+        },
     )
     assert body["repeat_penalty"] == 1.1 and "repetition_penalty" not in body
+    assert body["max_completion_tokens"] == 1 and "max_tokens" not in body and "top_k" not in body
     assert body["response_format"] == {"type": "json_object", "schema": schema}

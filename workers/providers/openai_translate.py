@@ -165,7 +165,9 @@ def to_openai_request(
     ``options`` are the model's provider options: ``thinking`` (``"reasoning_effort"`` or
     ``"chat_template_kwargs"``: how this server switches thinking), ``response_format``
     (``"json_object"`` for servers that take ``{type: json_object, schema}``), ``param_names``
-    (renames, e.g. ``repetition_penalty`` → ``repeat_penalty``) and ``extra_body`` (merged last).
+    (renames, e.g. ``repetition_penalty`` → ``repeat_penalty``), ``drop_params`` (fields this
+    server refuses, e.g. OpenAI's for ``priority``; list them as ignored in the model's
+    capabilities) and ``extra_body`` (merged last).
     """
     options = options or {}
     body: dict[str, Any] = {
@@ -210,6 +212,8 @@ def to_openai_request(
         body["chat_template_kwargs"] = {"enable_thinking": thinking_enabled(request)}
     elif options.get("thinking") == "reasoning_effort" and thinking_enabled(request):
         body["reasoning_effort"] = (request.get("thinking") or {}).get("effort") or "medium"
+    for name in options.get("drop_params") or ():
+        body.pop(name, None)
     for ours, theirs in (options.get("param_names") or {}).items():
         if ours in body:
             body[theirs] = body.pop(ours)
