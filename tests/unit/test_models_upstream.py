@@ -78,3 +78,18 @@ def test_retry_after_headers_parse_in_every_form():
     date = httpx.Headers({"retry-after": "Wed, 21 Oct 2015 07:28:05 GMT"})
     assert parse_retry_after(date, now=1445412480.0) == pytest.approx(5.0)
     assert parse_retry_after(httpx.Headers({})) is None
+
+
+def test_the_readme_examples_parse_and_build_their_providers():
+    """Every example model in the README is a valid registry entry whose provider builds (no I/O)."""
+    import re
+    from pathlib import Path
+
+    from workers.providers.registry import build_provider
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    examples = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if "[models.qwen]" in b)
+    registry = parse_registry(examples, Settings())
+    built = [build_provider(spec) for spec in registry if spec.provider != "llama_cpp"]
+    assert len(built) == len(list(registry)) - 1
+    assert registry.resolve("gpt").queue == "sluice.upstream"
