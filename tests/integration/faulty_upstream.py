@@ -12,6 +12,7 @@ how many requests it saw, when, and whether the client hung up. Scenarios:
 - ``slowfirst``: headers at once, then nothing for 30 s.
 - ``stall``: one word, then nothing for 30 s.
 - ``endless``: a word every 50 ms until the client hangs up (recorded).
+- ``agent``: reasoning, text, then a tool call in pieces, ``finish_reason: tool_calls``, usage.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 WORDS = ["Hello", " from", " the", " faulty", " upstream", "."]
+AGENT_REASONING = ["The user", " wants weather."]
+AGENT_TEXT = "Checking."
+AGENT_ARGUMENTS = ['{"city":', ' "Paris"}']
 
 
 class _State:
@@ -119,10 +123,32 @@ class _Handler(BaseHTTPRequestHandler):
             while True:
                 self._send(_chunk({"content": " word"}))
                 time.sleep(0.05)
+        if scenario == "agent":
+            return self._agent()
         for word in WORDS:
             self._send(_chunk({"content": word}))
         self._send(_chunk({}, "stop"))
-        self._send(b'data: {"choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 6}}\n\n')
+        self._finish(6)
+
+    def _agent(self) -> None:
+        for piece in AGENT_REASONING:
+            self._send(_chunk({"reasoning_content": piece}))
+        self._send(_chunk({"content": AGENT_TEXT}))
+        call = {
+            "index": 0,
+            "id": "call_7",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": ""},
+        }
+        self._send(_chunk({"tool_calls": [call]}))
+        for piece in AGENT_ARGUMENTS:
+            self._send(_chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+        self._send(_chunk({}, "tool_calls"))
+        self._finish(9)
+
+    def _finish(self, completion_tokens: int) -> None:
+        usage = {"prompt_tokens": 4, "completion_tokens": completion_tokens}
+        self._send(f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode())
         self._send(b"data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()

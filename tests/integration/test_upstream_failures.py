@@ -8,8 +8,16 @@ import pytest
 
 from deploy.stack import free_port, wait_for
 from shared.models import ModelSpec, RetryPolicy, Timeouts
-from tests.integration.faulty_upstream import WORDS, FaultyUpstream
-from workers.providers.base import Finished, ProviderError, Started, TextDelta
+from tests.integration.faulty_upstream import AGENT_ARGUMENTS, WORDS, FaultyUpstream
+from workers.providers.base import (
+    Finished,
+    ProviderError,
+    Started,
+    TextDelta,
+    ThinkingDelta,
+    ToolInputDelta,
+    ToolUseStart,
+)
 from workers.providers.openai import OpenAIProvider
 from workers.providers.upstream import UpstreamStatusError, UpstreamTimeout, UpstreamUnavailable
 
@@ -144,3 +152,14 @@ def test_concurrency_limits_requests_in_flight(upstream):
     first.close()
     assert second_started.wait(10)
     worker.join(10)
+
+
+def test_reasoning_and_tool_call_chunks_become_thinking_and_tool_use(upstream):
+    """reasoning_content, content and a streamed tool call arrive as their provider events, then tool_use."""
+    events = list(provider(upstream.base_url("agent")).stream(REQUEST, 50))
+    assert [type(e) for e in events[:5]] == [Started, ThinkingDelta, ThinkingDelta, TextDelta, ToolUseStart]
+    assert events[4] == ToolUseStart("call_7", "get_weather")
+    assert "".join(e.partial_json for e in events if isinstance(e, ToolInputDelta)) == "".join(
+        AGENT_ARGUMENTS
+    )
+    assert events[-1] == Finished("tool_use", 9, 4)

@@ -15,7 +15,7 @@ import pytest
 
 from deploy.stack import Stack, wait_for
 from tests.conftest import LiveStack
-from tests.integration.faulty_upstream import WORDS, FaultyUpstream
+from tests.integration.faulty_upstream import AGENT_ARGUMENTS, WORDS, FaultyUpstream
 from tests.integration.helpers import body, check_grammar, observe, status, submit, text_of, wait_status
 from tests.integration.upstreams import LLAMA_ALIAS, faulty_upstream, llama_server  # noqa: F401
 
@@ -49,6 +49,11 @@ base_url = "{faulty}/drop/v1"
 [models.endless]
 provider = "openai"
 base_url = "{faulty}/endless/v1"
+
+[models.agent]
+provider = "openai"
+base_url = "{faulty}/agent/v1"
+upstream_model = "agent-7b"
 
 [models.scripted-agent]
 provider = "scripted"
@@ -169,3 +174,36 @@ def test_scripted_agent_plays_thinking_text_and_a_tool_call(upstream_api):
     )
     assert tool_json == '{"city": "Paris"}'
     assert frames[-2].data["delta"]["stop_reason"] == "tool_use"
+
+
+def test_an_openai_agent_stream_becomes_anthropic_blocks(upstream_api, faulty_upstream):  # noqa: F811
+    """reasoning → thinking, tool_calls → tool_use with input_json_delta; fields reach the upstream."""
+    message_id = submit(
+        upstream_api,
+        body("Weather in Paris?", model="agent", priority=-3, seed=9, temperature=0.5, max_tokens=77),
+    )
+    frames = observe(upstream_api, message_id)
+    check_grammar(frames)
+    starts = [f.data["content_block"] for f in frames if f.event == "content_block_start"]
+    assert [b["type"] for b in starts] == ["thinking", "text", "tool_use"]
+    assert starts[2]["id"] == "call_7" and starts[2]["name"] == "get_weather"
+    tool_json = "".join(
+        f.data["delta"]["partial_json"]
+        for f in frames
+        if f.event == "content_block_delta" and f.data["delta"]["type"] == "input_json_delta"
+    )
+    assert tool_json == "".join(AGENT_ARGUMENTS)
+    assert frames[-2].data["delta"]["stop_reason"] == "tool_use"
+    assert frames[-2].data["usage"]["output_tokens"] == 9
+    sent = faulty_upstream.log("agent")["bodies"][-1]
+    assert (sent["model"], sent["priority"], sent["seed"], sent["temperature"], sent["max_tokens"]) == (
+        "agent-7b",
+        -3,
+        9,
+        0.5,
+        77,
+    )
+    assert sent["messages"] == [{"role": "user", "content": "Weather in Paris?"}]
+    metadata = wait_status(upstream_api, message_id, {"completed"})["metadata"]
+    assert (metadata["input_tokens"], metadata["output_tokens"]) == (4, 9)  # the upstream's usage
+    assert metadata["model_ran"] == "faulty"
