@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from deploy.stack import Stack, wait_for
+from deploy.stack import Stack, free_port, wait_for
 from tests.conftest import LiveStack
 from tests.integration.faulty_upstream import AGENT_ARGUMENTS, WORDS, FaultyUpstream
 from tests.integration.helpers import body, check_grammar, observe, status, submit, text_of, wait_status
@@ -55,6 +55,11 @@ provider = "openai"
 base_url = "{faulty}/agent/v1"
 upstream_model = "agent-7b"
 
+[models.agent-over-anthropic]
+provider = "anthropic"
+base_url = "{itself}"
+upstream_model = "scripted-agent"
+
 [models.scripted-agent]
 provider = "scripted"
 queue = "sluice.upstream"
@@ -78,19 +83,21 @@ def upstream_api(
     """A stack serving only upstream models: redis-server, a thread-pool worker, the API."""
     var = tmp_path_factory.mktemp("upstream-stack")
     models = var / "models.toml"
+    port = free_port()
     models.write_text(
         MODELS.format(
             llama=llama_server,
             alias=LLAMA_ALIAS,
             sluice=live.api,
             faulty=f"http://127.0.0.1:{faulty_upstream.port}",
+            itself=f"http://127.0.0.1:{port}",
         )
     )
     stack = Stack(var, env={"SLUICE_MODELS_FILE": str(models), "SLUICE_LOG_JSON": "false"})
     try:
         stack.start_redis(persistent=False)
         stack.start_worker(f"upstream-{os.getpid()}", queues="sluice.upstream", pool="threads", concurrency=8)
-        api = stack.start_api()
+        api = stack.start_api(port)
         stack.wait_ready(api, timeout=120)
     except Exception:
         stack.stop()
@@ -207,3 +214,18 @@ def test_an_openai_agent_stream_becomes_anthropic_blocks(upstream_api, faulty_up
     metadata = wait_status(upstream_api, message_id, {"completed"})["metadata"]
     assert (metadata["input_tokens"], metadata["output_tokens"]) == (4, 9)  # the upstream's usage
     assert metadata["model_ran"] == "faulty"
+
+
+def test_thinking_and_tool_use_pass_through_the_anthropic_provider(upstream_api):
+    """Over the Anthropic protocol, thinking (with signature) and tool_use blocks arrive intact."""
+    message_id = submit(upstream_api, body(model="agent-over-anthropic"))
+    frames = observe(upstream_api, message_id)
+    check_grammar(frames)
+    starts = [f.data["content_block"] for f in frames if f.event == "content_block_start"]
+    assert [b["type"] for b in starts] == ["thinking", "text", "tool_use"]
+    assert starts[2]["id"] == "toolu_1" and starts[2]["name"] == "get_weather"
+    deltas = [f.data["delta"] for f in frames if f.event == "content_block_delta"]
+    assert "".join(d.get("thinking", "") for d in deltas) == "The user wants the weather."
+    assert [d["signature"] for d in deltas if d["type"] == "signature_delta"] == ["sig-1"]
+    assert "".join(d.get("partial_json", "") for d in deltas) == '{"city": "Paris"}'
+    assert frames[-2].data["delta"]["stop_reason"] == "tool_use"
