@@ -201,7 +201,7 @@ def test_an_openai_agent_stream_becomes_anthropic_blocks(upstream_api, faulty_up
     )
     assert tool_json == "".join(AGENT_ARGUMENTS)
     assert frames[-2].data["delta"]["stop_reason"] == "tool_use"
-    assert frames[-2].data["usage"]["output_tokens"] == 9
+    assert frames[-2].data["usage"] == {"output_tokens": 9, "input_tokens": 4}  # usage came last
     sent = faulty_upstream.log("agent")["bodies"][-1]
     assert (sent["model"], sent["priority"], sent["seed"], sent["temperature"], sent["max_tokens"]) == (
         "agent-7b",
