@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import logging
+import os
 import queue
 import socket
 import threading
@@ -109,8 +110,6 @@ def status_error(where: str, status: int, headers: Mapping[str, str], text: str)
 
 def api_key(spec: ModelSpec) -> str | None:
     """The upstream key from the worker's environment variable ``spec.api_key_env`` (never logged)."""
-    import os
-
     if not spec.api_key_env:
         return None
     key = os.environ.get(spec.api_key_env)
@@ -139,6 +138,8 @@ def with_retries(
         except UpstreamError as exc:
             delay = policy.delay(retry, exc.retry_after) if exc.retryable else None
             if delay is None:
+                if retry:
+                    exc.args = (f"{exc} (after {retry + 1} attempts)",)
                 raise
             log.warning(
                 "upstream retry",
