@@ -31,6 +31,7 @@ Upstream models (providers ``openai`` and ``anthropic``) add where and how to re
     backoff = 0.5
     backoff_max = 8
     retry_after_max = 30
+    jitter = 0.25                    # waits up to 25% shorter, at random
 """
 
 from __future__ import annotations
@@ -70,14 +71,16 @@ class RetryPolicy:
     """How failures before the first token are retried: bounded, exponential backoff.
 
     ``attempts`` counts every try (1 = no retry). The n-th retry waits
-    ``min(backoff * 2**n, backoff_max)`` seconds, or the upstream's ``Retry-After``
-    when it sends one; a ``Retry-After`` above ``retry_after_max`` is not waited for.
+    ``min(backoff * 2**n, backoff_max)`` seconds, up to ``jitter`` (a fraction) shorter at
+    random so workers do not retry in lockstep, or the upstream's ``Retry-After`` when it
+    sends one; a ``Retry-After`` above ``retry_after_max`` is not waited for.
     """
 
     attempts: int = 3
     backoff: float = 0.5
     backoff_max: float = 8.0
     retry_after_max: float = 30.0
+    jitter: float = 0.25
 
     def delay(self, retry: int, retry_after: float | None = None) -> float | None:
         """Seconds before retry number ``retry`` (0-based), or None to give up."""
@@ -191,7 +194,10 @@ def _table(model_id: str, name: str, value: Any, cls: type[Any]) -> Any:
         raise RegistryError(f"model {model_id!r}: unknown keys in {name!r}: {sorted(unknown)}")
     numbers = {}
     for key, raw in value.items():
-        if isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0:
+        if key == "jitter":
+            if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw < 1:
+                raise RegistryError(f"model {model_id!r}: {name}.jitter must be a number in [0, 1)")
+        elif isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0:
             raise RegistryError(f"model {model_id!r}: {name}.{key} must be a number > 0")
         numbers[key] = int(raw) if key == "attempts" else float(raw)
     return cls(**numbers)

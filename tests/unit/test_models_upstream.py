@@ -50,6 +50,7 @@ def test_upstream_model_fields_are_read():
         ("[models.x]\nprovider = 'openai'\nbase_url = 'u'\nconcurrency = 0\n", "concurrency"),
         ("[models.x]\nprovider = 'anthropic'\napi_key_env = ''\n", "api_key_env"),
         ("[models.x]\nprovider = 'anthropic'\ncapabilities = 'tools'\n", "capabilities"),
+        ("[models.x]\nprovider = 'anthropic'\n[models.x.retry]\njitter = 1\n", "jitter"),
     ],
 )
 def test_bad_upstream_fields_are_refused_clearly(text, message):
@@ -93,3 +94,24 @@ def test_the_readme_examples_parse_and_build_their_providers():
     built = [build_provider(spec) for spec in registry if spec.provider != "llama_cpp"]
     assert len(built) == len(list(registry)) - 1
     assert registry.resolve("gpt").queue == "sluice.upstream"
+
+
+def test_backoff_waits_are_jittered_but_retry_after_is_exact():
+    """Backoff sleeps fall within [delay * (1 - jitter), delay]; a Retry-After is slept exactly."""
+    from workers.providers.upstream import UpstreamStatusError, UpstreamUnavailable, with_retries
+
+    policy = RetryPolicy(attempts=2, backoff=1.0, jitter=0.5)
+    for failure in (UpstreamUnavailable("down"), UpstreamStatusError(429, "slow", retry_after=2.0)):
+        slept: list[float] = []
+        calls = iter([failure])
+
+        def once(calls=calls):
+            for exc in calls:
+                raise exc
+            return "ok"
+
+        assert with_retries(once, policy, "m", sleep=slept.append) == "ok"
+        if failure.retry_after is None:
+            assert 0.5 <= slept[0] <= 1.0
+        else:
+            assert slept == [2.0]

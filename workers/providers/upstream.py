@@ -20,6 +20,7 @@ import email.utils
 import logging
 import os
 import queue
+import random
 import socket
 import threading
 import time
@@ -141,6 +142,8 @@ def with_retries(
                 if retry:
                     exc.args = (f"{exc} (after {retry + 1} attempts)",)
                 raise
+            if exc.retry_after is None:  # the upstream's own Retry-After is kept exactly
+                delay *= 1 - policy.jitter * random.random()
             log.warning(
                 "upstream retry",
                 extra={"model": what, "retry": retry + 1, "delay_s": delay, "reason": str(exc)},
