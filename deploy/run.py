@@ -10,8 +10,6 @@ import threading
 from pathlib import Path
 
 from deploy.stack import ROOT, Stack, free_port, port_open
-from shared.celery_config import LOCAL_QUEUE
-from shared.models import RegistryError, load_registry
 from shared.settings import SettingsError, load_settings
 
 
@@ -19,8 +17,7 @@ def main() -> int:
     """Run the stack until Ctrl-C or SIGTERM."""
     try:
         settings = load_settings()
-        upstream_queues = sorted(load_registry(settings).queues() - {LOCAL_QUEUE})
-    except (SettingsError, RegistryError) as exc:
+    except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
     var_dir = Path(os.environ.get("SLUICE_VAR_DIR", ROOT / "var"))
@@ -33,13 +30,6 @@ def main() -> int:
             url = stack.start_redis(free_port() if port_open(6379) else 6379)
             print(f"redis:   {url} (data in {var_dir / 'logs' / 'redis'})")
         stack.start_worker("local", concurrency=settings.worker_concurrency)
-        if upstream_queues:  # I/O-bound upstream calls: a thread pool, not the model's processes
-            stack.start_worker(
-                "upstream",
-                queues=",".join(upstream_queues),
-                pool="threads",
-                concurrency=settings.upstream_concurrency,
-            )
         api = stack.start_api(settings.port, env={"SLUICE_HOST": settings.host})
         flower = stack.start_flower(settings.flower_port, settings.flower_basic_auth)
         print(f"api:     {api}    (logs in {stack.var_dir})")

@@ -38,8 +38,6 @@ class Settings:
     log_json: bool = True
     api_workers: int = 1
     api_worker_connections: int = 2000
-    #: Threads of the worker that ``make run`` starts for upstream models' queues.
-    upstream_concurrency: int = 8
 
 
 def _parse_bool(raw: str) -> bool:
@@ -98,7 +96,6 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_json": _parse_bool,
     "api_workers": _parse_positive_int,
     "api_worker_connections": _parse_positive_int,
-    "upstream_concurrency": _parse_positive_int,
 }
 
 ENV_PREFIX = "SLUICE_"
