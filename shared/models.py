@@ -12,6 +12,26 @@ Without ``SLUICE_MODELS_FILE`` the registry serves only the embedded model as
     default_max_tokens = 512
     [models.default.options]         # provider-specific
     path = "/models/other.gguf"
+
+Upstream models (providers ``openai`` and ``anthropic``) add where and how to reach them::
+
+    [models.qwen]
+    provider = "openai"
+    base_url = "http://vllm:8000/v1"
+    upstream_model = "Qwen/Qwen2.5-7B-Instruct"
+    api_key_env = "VLLM_API_KEY"     # the key itself stays in the worker's environment
+    concurrency = 16                 # requests in flight per worker process
+    capabilities = ["tools", "json_schema"]
+    [models.qwen.timeouts]           # seconds
+    connect = 5
+    first_token = 60
+    idle = 30
+    [models.qwen.retry]              # before the first token only
+    attempts = 3
+    backoff = 0.5
+    backoff_max = 8
+    retry_after_max = 30
+    jitter = 0.25                    # waits up to 25% shorter, at random
 """
 
 from __future__ import annotations
@@ -26,11 +46,49 @@ from shared.celery_config import LOCAL_QUEUE
 from shared.settings import Settings
 
 DEFAULT_MODEL = "default"
+#: Queue of upstream models (I/O-bound, served by a thread-pool worker).
+UPSTREAM_QUEUE = "sluice.upstream"
+#: Providers that call a remote server; their models default to ``UPSTREAM_QUEUE``.
+UPSTREAM_PROVIDERS = frozenset({"openai", "anthropic"})
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 
 
 class RegistryError(ValueError):
     """The models file is unreadable or describes a model wrongly."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to wait for an upstream: to connect, for the first token, and between tokens."""
+
+    connect: float = 10.0
+    first_token: float = 120.0
+    idle: float = 60.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How failures before the first token are retried: bounded, exponential backoff.
+
+    ``attempts`` counts every try (1 = no retry). The n-th retry waits
+    ``min(backoff * 2**n, backoff_max)`` seconds, up to ``jitter`` (a fraction) shorter at
+    random so workers do not retry in lockstep, or the upstream's ``Retry-After`` when it
+    sends one; a ``Retry-After`` above ``retry_after_max`` is not waited for.
+    """
+
+    attempts: int = 3
+    backoff: float = 0.5
+    backoff_max: float = 8.0
+    retry_after_max: float = 30.0
+    jitter: float = 0.25
+
+    def delay(self, retry: int, retry_after: float | None = None) -> float | None:
+        """Seconds before retry number ``retry`` (0-based), or None to give up."""
+        if retry + 1 >= self.attempts:
+            return None
+        if retry_after is not None:
+            return retry_after if retry_after <= self.retry_after_max else None
+        return min(self.backoff * 2**retry, self.backoff_max)
 
 
 @dataclass(frozen=True)
@@ -48,6 +106,16 @@ class ModelSpec:
     display_name: str = ""
     #: Request features this model honours (see shared/capabilities.py); others get a 400.
     capabilities: frozenset[str] = frozenset()
+    #: Upstream providers: the server's base URL (``.../v1`` for OpenAI-compatible servers).
+    base_url: str | None = None
+    #: The model name the upstream knows; defaults to ``id``.
+    upstream_model: str | None = None
+    #: The environment variable (of the worker) that holds the upstream's API key.
+    api_key_env: str | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Requests in flight to this model per worker process; None = as many as the pool runs.
+    concurrency: int | None = None
 
 
 class ModelRegistry:
@@ -106,7 +174,60 @@ _SPEC_KEYS = {
     "max_output_tokens",
     "default_max_tokens",
     "display_name",
+    "capabilities",
+    "base_url",
+    "upstream_model",
+    "api_key_env",
+    "timeouts",
+    "retry",
+    "concurrency",
 }
+
+
+def _table(model_id: str, name: str, value: Any, cls: type[Any]) -> Any:
+    """A sub-table (``timeouts``, ``retry``) as its dataclass, every value a positive number."""
+    if not isinstance(value, Mapping):
+        raise RegistryError(f"model {model_id!r}: {name!r} must be a table")
+    known = set(cls.__dataclass_fields__)
+    unknown = set(value) - known
+    if unknown:
+        raise RegistryError(f"model {model_id!r}: unknown keys in {name!r}: {sorted(unknown)}")
+    numbers = {}
+    for key, raw in value.items():
+        if key == "jitter":
+            if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw < 1:
+                raise RegistryError(f"model {model_id!r}: {name}.jitter must be a number in [0, 1)")
+        elif isinstance(raw, bool) or not isinstance(raw, int | float) or raw <= 0:
+            raise RegistryError(f"model {model_id!r}: {name}.{key} must be a number > 0")
+        numbers[key] = int(raw) if key == "attempts" else float(raw)
+    return cls(**numbers)
+
+
+def _upstream_fields(model_id: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    """The upstream keys of a model table, checked."""
+    out: dict[str, Any] = {}
+    for key in ("base_url", "upstream_model", "api_key_env"):
+        if key in table:
+            if not isinstance(table[key], str) or not table[key]:
+                raise RegistryError(f"model {model_id!r}: {key!r} must be a non-empty string")
+            out[key] = table[key]
+    if table.get("provider") == "openai" and "base_url" not in out:
+        raise RegistryError(f"model {model_id!r}: provider 'openai' needs 'base_url'")
+    if "timeouts" in table:
+        out["timeouts"] = _table(model_id, "timeouts", table["timeouts"], Timeouts)
+    if "retry" in table:
+        out["retry"] = _table(model_id, "retry", table["retry"], RetryPolicy)
+    if "concurrency" in table:
+        value = table["concurrency"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RegistryError(f"model {model_id!r}: 'concurrency' must be an integer >= 1")
+        out["concurrency"] = value
+    if "capabilities" in table:
+        caps = table["capabilities"]
+        if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+            raise RegistryError(f"model {model_id!r}: 'capabilities' must be a list of strings")
+        out["capabilities"] = frozenset(caps)
+    return out
 
 
 def _spec_from_table(model_id: str, table: Mapping[str, Any], settings: Settings) -> ModelSpec:
@@ -117,17 +238,20 @@ def _spec_from_table(model_id: str, table: Mapping[str, Any], settings: Settings
         raise RegistryError(f"model {model_id!r}: 'provider' is required")
     base = embedded_spec(settings) if table["provider"] == "llama_cpp" else None
     options = {**(base.options if base else {}), **dict(table.get("options", {}))}
+    default_queue = UPSTREAM_QUEUE if table["provider"] in UPSTREAM_PROVIDERS else LOCAL_QUEUE
+    upstream = _upstream_fields(model_id, table)
     try:
         return ModelSpec(
             id=model_id,
             provider=str(table["provider"]),
-            queue=str(table.get("queue", LOCAL_QUEUE)),
+            queue=str(table.get("queue", default_queue)),
             aliases=tuple(str(a) for a in table.get("aliases", ())),
             options=options,
             context_window=int(table.get("context_window", base.context_window if base else 8192)),
             max_output_tokens=int(table.get("max_output_tokens", base.max_output_tokens if base else 4096)),
             default_max_tokens=int(table.get("default_max_tokens", 512 if base else 1024)),
             display_name=str(table.get("display_name", base.display_name if base else model_id)),
+            **upstream,
         )
     except (TypeError, ValueError) as exc:
         raise RegistryError(f"model {model_id!r}: {exc}") from None

@@ -118,6 +118,8 @@ class _Run:
     stop_reason: str = "end_turn"
     stop_sequence: str | None = None
     reported_tokens: int | None = None
+    #: The provider's final prompt count, when it differs from what message_start said.
+    late_input_tokens: dict[str, int] = field(default_factory=dict)
 
     @property
     def output_tokens(self) -> int:
@@ -139,6 +141,9 @@ class _Run:
         elif isinstance(item, Finished):
             self.stop_reason = item.stop_reason
             self.reported_tokens = item.output_tokens
+            if item.input_tokens is not None and item.input_tokens != self.input_tokens:
+                self.input_tokens = item.input_tokens
+                self.late_input_tokens = {"input_tokens": item.input_tokens}
             return True
         return False
 
@@ -228,7 +233,7 @@ def _drive(run: _Run, stream: ProviderStream) -> Outcome:
     run.blocks.close()
     ending = [
         *run.blocks.take(),
-        ev.message_delta(run.stop_reason, run.stop_sequence, run.output_tokens),
+        ev.message_delta(run.stop_reason, run.stop_sequence, run.output_tokens, **run.late_input_tokens),
         ev.message_stop(),
     ]
     status = run.sink.finish(COMPLETED, ending, {"stop_reason": run.stop_reason, **run.stats()})

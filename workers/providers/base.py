@@ -64,11 +64,13 @@ class Finished:
     """Generation ended by itself: ``end_turn``, ``max_tokens``, ``tool_use``, ``refusal``.
 
     ``output_tokens`` is the provider's own count (upstream usage) when it has one;
-    otherwise the loop's count of delta tokens stands.
+    otherwise the loop's count of delta tokens stands. ``input_tokens`` corrects the
+    prompt count of ``Started`` when the upstream reports it only at the end.
     """
 
     stop_reason: str
     output_tokens: int | None = None
+    input_tokens: int | None = None
 
 
 ProviderEvent = Started | TextDelta | ThinkingDelta | ToolUseStart | ToolInputDelta | Finished

@@ -20,9 +20,23 @@ def _scripted(spec: ModelSpec) -> Provider:
     return ScriptedProvider.from_spec(spec)
 
 
+def _openai(spec: ModelSpec) -> Provider:
+    from workers.providers.openai import OpenAIProvider
+
+    return OpenAIProvider.from_spec(spec)
+
+
+def _anthropic(spec: ModelSpec) -> Provider:
+    from workers.providers.anthropic import AnthropicProvider
+
+    return AnthropicProvider.from_spec(spec)
+
+
 PROVIDERS: dict[str, Callable[[ModelSpec], Provider]] = {
     "llama_cpp": _llama_cpp,
     "scripted": _scripted,
+    "openai": _openai,
+    "anthropic": _anthropic,
 }
 
 
