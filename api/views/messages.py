@@ -73,7 +73,7 @@ def stream(message_id: str) -> Response:
     svc = services()
     require_status(svc, message_id)
     after = _cursor(svc, message_id)
-    items = follow(svc.store, message_id, after, idle_seconds=svc.settings.ping_interval_seconds)
+    items = follow(svc.hub, message_id, after, idle_seconds=svc.settings.ping_interval_seconds)
     return Response(sse_body(items), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -116,12 +116,12 @@ def create_sync() -> Response:
             svc.store.cancel(message_id)
 
     if body.get("stream"):
-        items = follow(svc.store, message_id, "0-0", idle_seconds=svc.settings.ping_interval_seconds)
+        items = follow(svc.hub, message_id, "0-0", idle_seconds=svc.settings.ping_interval_seconds)
         return Response(sse_body(items, on_close), mimetype="text/event-stream", headers=SSE_HEADERS)
     acc = Accumulator()
     finished = False
     try:
-        for item in _watching(follow(svc.store, message_id, "0-0", idle_seconds=SYNC_POLL_SECONDS), environ):
+        for item in _watching(follow(svc.hub, message_id, "0-0", idle_seconds=SYNC_POLL_SECONDS), environ):
             acc.feed(json.loads(item.data))
         finished = acc.done
     finally:
