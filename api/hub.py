@@ -219,9 +219,29 @@ class Hub:
         Yields ``None`` each time ``idle_seconds`` pass with nothing new (time for a ping);
         ends early if the message is deleted or expires meanwhile.
         """
+        for chunk in self.follow_chunks(message_id, after, idle_seconds=idle_seconds):
+            if chunk is None:
+                yield None
+            else:
+                yield from chunk
+
+    def follow_chunks(
+        self, message_id: str, after: str, *, idle_seconds: float
+    ) -> Iterator[list[StoredEvent] | None]:
+        """Like ``follow``, but each chunk holds every event ready at once, to write in one send.
+
+        An observer that keeps up gets one event per chunk; one that fell behind gets what
+        piled up in one piece, which is how it catches up without a send per event.
+        """
         cursor = _Cursor(self.store, message_id, after)
-        replay = cursor.catch_up()
-        yield from replay
+        page: list[StoredEvent] = []
+        for item in cursor.catch_up():
+            page.append(item)
+            if len(page) == READ_COUNT:
+                yield page
+                page = []
+        if page:
+            yield page
         if cursor.ended:
             return
         mailbox = self._join(message_id, cursor.last)
@@ -232,13 +252,19 @@ class Hub:
                     if self.store.get_field(message_id, "status") is None:
                         return
                     yield None
-                elif got is True:
-                    yield from cursor.catch_up()
-                    if mailbox.closed and not cursor.ended:
-                        self._leave(message_id, mailbox)
-                        mailbox = self._join(message_id, cursor.last)
-                elif isinstance(got, Batch):
-                    yield from cursor.take(got)
+                    continue
+                chunk: list[StoredEvent] = []
+                while got is not None and not cursor.ended:
+                    if got is True:
+                        chunk.extend(cursor.catch_up())
+                        if mailbox.closed and not cursor.ended:
+                            self._leave(message_id, mailbox)
+                            mailbox = self._join(message_id, cursor.last)
+                    elif isinstance(got, Batch):
+                        chunk.extend(cursor.take(got))
+                    got = mailbox.get(0) if len(chunk) < READ_COUNT else None
+                if chunk:
+                    yield chunk
         finally:
             self._leave(message_id, mailbox)
 

@@ -39,6 +39,13 @@ def follow(hub: Hub, message_id: str, after: str, *, idle_seconds: float) -> Ite
     return hub.follow(message_id, after, idle_seconds=idle_seconds)
 
 
+def follow_chunks(
+    hub: Hub, message_id: str, after: str, *, idle_seconds: float
+) -> Iterator[list[StoredEvent] | None]:
+    """``follow`` in chunks: the events ready at once come together, to be written in one send."""
+    return hub.follow_chunks(message_id, after, idle_seconds=idle_seconds)
+
+
 def client_gone(environ: dict[str, Any]) -> bool:
     """True when the HTTP client has closed its connection (checked without blocking)."""
     sock = environ.get("gunicorn.socket")
@@ -52,21 +59,21 @@ def client_gone(environ: dict[str, Any]) -> bool:
 
 
 def sse_body(
-    items: Iterator[StoredEvent | None], on_close: Callable[[bool], None] | None = None
+    chunks: Iterator[list[StoredEvent] | None], on_close: Callable[[bool], None] | None = None
 ) -> Iterator[bytes]:
-    """SSE bytes for ``items``: a frame per event, a ping per idle tick.
+    """SSE bytes for ``chunks``: the frames of a chunk in one write, a ping per idle tick.
 
     ``on_close(finished)`` runs when the response ends, with whether the terminal
     event was sent; a client that went away leaves ``finished`` False.
     """
     finished = False
     try:
-        for item in items:
-            if item is None:
+        for chunk in chunks:
+            if chunk is None:
                 yield PING_FRAME
                 continue
-            yield frame(item)
-            finished = ev.is_terminal(item.type)
+            yield frame(chunk[0]) if len(chunk) == 1 else b"".join(map(frame, chunk))
+            finished = ev.is_terminal(chunk[-1].type)
     finally:
         if on_close is not None:
             on_close(finished)

@@ -223,3 +223,17 @@ def test_ids_compare_in_stream_order():
     assert parse_id("10-0") > parse_id("9-5")
     assert parse_id("9-10") > parse_id("9-9")
     assert parse_id("0") == (0, 0)
+
+
+def test_events_ready_at_once_come_in_one_chunk(store, hub):
+    """An observer that fell behind gets what piled up as one chunk (one write), in order."""
+    start(store)
+    chunks = hub.follow_chunks("m1", "0-0", idle_seconds=5)
+    assert len(next(chunks)) == 2
+    for index in range(5):
+        store.append("m1", [ev.text_delta(0, f"t{index} ")])
+    piled = next(chunks)
+    assert [item.id for item in piled] == all_ids(store)[2:]
+    finish(store)
+    rest = [item for chunk in chunks if chunk for item in chunk]
+    assert [item.type for item in rest] == ["content_block_stop", "message_delta", "message_stop"]
