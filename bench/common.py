@@ -37,11 +37,15 @@ options = { tokens_per_second = 1000 }
 [models.io]
 provider = "scripted"
 queue = "sluice.bench.io"
-options = { tokens_per_second = 100 }
+options = { tokens_per_second = 50 }
 
 [models.default]
 provider = "llama_cpp"
 queue = "sluice.local"
+
+[models.default-coalesced]
+provider = "llama_cpp"
+queue = "sluice.local.coalesced"
 """
 
 
@@ -64,7 +68,7 @@ class Options:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0–100) by linear interpolation."""
+    """The ``q``-th percentile (0-100) by linear interpolation."""
     ordered = sorted(values)
     if not ordered:
         return float("nan")

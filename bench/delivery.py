@@ -153,7 +153,8 @@ def run(options: Options) -> list[Metric]:
             d99.add(percentile(one.lags_ms, 99))
             samples["delivery"] = _sample(one.lags_ms)
             log(
-                f"delivery: repeat {repeat + 1}: p50 {d50.values[-1]:.2f} ms, p99 {d99.values[-1]:.2f} ms, complete {one.complete}"
+                f"delivery: repeat {repeat + 1}: p50 {d50.values[-1]:.2f} ms, "
+                f"p99 {d99.values[-1]:.2f} ms, complete {one.complete}"
             )
             wait_until(lambda: _api_connections(st.redis)[1] == 0, 30, "the tail to stop")
             fan = delivery_round(
@@ -171,7 +172,8 @@ def run(options: Options) -> list[Metric]:
             conns.add(fan.held_connections)
             samples["fanout"] = _sample(fan.lags_ms)
             log(
-                f"fan-out: repeat {repeat + 1}: {fan.observers} observers, complete {fan.complete}, p50 {f50.values[-1]:.1f} ms, "
+                f"fan-out: repeat {repeat + 1}: {fan.observers} observers, complete {fan.complete}, "
+                f"p50 {f50.values[-1]:.1f} ms, "
                 f"p99 {f99.values[-1]:.1f} ms, API connections {fan.held_connections} (tails {fan.tails})"
             )
     metrics = [d50, d99, fan_ok, f50, f99, conns]

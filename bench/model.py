@@ -18,6 +18,8 @@ import httpx
 from bench.common import Metric, Options, bench_stack, log, write_result
 from deploy.stack import free_port, http_ok, wait_for
 
+#: The coalescing window compared with none in the same run.
+COALESCE_MS = 10
 PROMPT = "Write a long story about a lighthouse keeper and a storm."
 SEED = 7
 
@@ -60,9 +62,9 @@ def direct(llm: Any, max_tokens: int) -> Timing:
     return Timing(started, first, last, tokens)
 
 
-def _sluice_body(max_tokens: int, **extra: Any) -> dict[str, Any]:
+def _sluice_body(max_tokens: int, model: str = "default", **extra: Any) -> dict[str, Any]:
     return {
-        "model": "default",
+        "model": model,
         "max_tokens": max_tokens,
         "seed": SEED,
         "temperature": 0,
@@ -86,10 +88,11 @@ def _sluice_events(lines: Any, started: float) -> Timing:
     return Timing(started, first, last, tokens)
 
 
-def sluice_async(client: httpx.Client, api: str, max_tokens: int) -> Timing:
+def sluice_async(client: httpx.Client, api: str, max_tokens: int, model: str = "default") -> Timing:
     """Submit, then observe the stream: the asynchronous path end to end."""
     started = time.perf_counter()
-    message_id = client.post(f"{api}/v1/messages/async", json=_sluice_body(max_tokens)).json()["message_id"]
+    body = _sluice_body(max_tokens, model)
+    message_id = client.post(f"{api}/v1/messages/async", json=body).json()["message_id"]
     with client.stream("GET", f"{api}/v1/messages/async/{message_id}/stream") as response:
         return _sluice_events(response.iter_lines(), started)
 
@@ -132,7 +135,7 @@ def run(options: Options) -> list[Metric]:
     efficiency = Metric(
         "streaming efficiency (Sluice async tok/s ÷ direct tok/s)", "ratio", "≥ 0.97", lambda v: v >= 0.97
     )
-    overhead = Metric("TTFT overhead (Sluice async − direct)", "ms", "≤ 10 ms", lambda v: v <= 10)
+    overhead = Metric("TTFT overhead (Sluice async - direct)", "ms", "≤ 10 ms", lambda v: v <= 10)
     direct_ttft = Metric("direct llama-cpp-python TTFT", "ms")
     direct_rate = Metric("direct llama-cpp-python tokens/s", "tok/s")
     sluice_ttft = Metric("Sluice async TTFT (submit → first delta at observer)", "ms")
@@ -157,8 +160,29 @@ def run(options: Options) -> list[Metric]:
         sync_ttft,
         tokens,
     ]
-    worker = {"hostname": "local", "queues": "sluice.local", "concurrency": 1}
-    with bench_stack("model", workers=[worker], env={"SLUICE_MODEL_THREADS": "2"}) as st:
+    coalesced = Metric(
+        f"streaming efficiency with a {COALESCE_MS} ms coalescing window (same run)",
+        "ratio",
+        "≥ 0.97",
+        lambda v: v >= 0.97,
+    )
+    coalesced_overhead = Metric(
+        f"TTFT overhead with a {COALESCE_MS} ms coalescing window", "ms", "≤ 10 ms", lambda v: v <= 10
+    )
+    metrics[2:2] = [coalesced, coalesced_overhead]
+    worker = {
+        "hostname": "local",
+        "queues": "sluice.local",
+        "concurrency": 1,
+        "env": {"SLUICE_COALESCE_MS": "0"},
+    }
+    other = {
+        "hostname": "coalesced",
+        "queues": "sluice.local.coalesced",
+        "concurrency": 1,
+        "env": {"SLUICE_COALESCE_MS": str(COALESCE_MS)},
+    }
+    with bench_stack("model", workers=[worker, other], env={"SLUICE_MODEL_THREADS": "2"}) as st:
         port = free_port()
         st.stack.spawn(
             "llama-cpp-server",
@@ -196,6 +220,9 @@ def run(options: Options) -> list[Metric]:
                 a = sluice_async(client, st.api, max_tokens)
                 s = sluice_sync(client, st.api, max_tokens)
                 p = peer(client, peer_url, max_tokens)
+                c = sluice_async(client, st.api, max_tokens, "default-coalesced")
+                coalesced.add(c.tokens_per_second / d.tokens_per_second)
+                coalesced_overhead.add(c.ttft_ms - d.ttft_ms)
                 efficiency.add(a.tokens_per_second / d.tokens_per_second)
                 overhead.add(a.ttft_ms - d.ttft_ms)
                 direct_ttft.add(d.ttft_ms)
@@ -207,10 +234,12 @@ def run(options: Options) -> list[Metric]:
                 peer_rate_ratio.add(s.tokens_per_second / p.tokens_per_second)
                 tokens.add(a.tokens)
                 log(
-                    f"model: repeat {repeat + 1}: direct {d.ttft_ms:.1f} ms {d.tokens_per_second:.0f} tok/s ({d.tokens}), "
+                    f"model: repeat {repeat + 1}: "
+                    f"direct {d.ttft_ms:.1f} ms {d.tokens_per_second:.0f} tok/s ({d.tokens}), "
                     f"async {a.ttft_ms:.1f} ms {a.tokens_per_second:.0f} tok/s ({a.tokens}), "
                     f"sync {s.ttft_ms:.1f} ms {s.tokens_per_second:.0f} tok/s, "
-                    f"peer {p.ttft_ms:.1f} ms {p.tokens_per_second:.0f} tok/s ({p.tokens})"
+                    f"peer {p.ttft_ms:.1f} ms {p.tokens_per_second:.0f} tok/s ({p.tokens}), "
+                    f"coalesced {c.ttft_ms:.1f} ms {c.tokens_per_second:.0f} tok/s"
                 )
     write_result("model", options, metrics, {"max_tokens": max_tokens, "prompt": PROMPT})
     return metrics
