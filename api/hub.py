@@ -71,6 +71,12 @@ class Mailbox:
             self._cond.notify()
             return True
 
+    def mark_lagged(self) -> None:
+        """Tell the reader to catch up from Redis before waiting for the next batch."""
+        with self._cond:
+            self._lagged = True
+            self._cond.notify()
+
     def close(self) -> None:
         """The tail feeding this mailbox stopped without the terminal event."""
         with self._cond:
@@ -152,6 +158,8 @@ class Hub:
                 tail.thread.start()
             else:
                 tail.mailboxes.add(mailbox)
+                if parse_id(tail.last) > parse_id(after):
+                    mailbox.mark_lagged()  # the tail already handed out entries this observer has not seen
         return mailbox
 
     def _leave(self, message_id: str, mailbox: Mailbox) -> None:
@@ -189,9 +197,9 @@ class Hub:
                 continue
             entries = reply[0][1]
             batch = Batch(tail.last, tuple(StoredEvent(i, d["e"], d["d"]) for i, d in entries))
-            tail.last = batch.events[-1].id
             ended = any(ev.is_terminal(item.type) for item in batch.events)
             with self._lock:
+                tail.last = batch.events[-1].id
                 receivers = list(tail.mailboxes)
                 if ended:
                     del self._tails[message_id]

@@ -237,3 +237,20 @@ def test_events_ready_at_once_come_in_one_chunk(store, hub):
     finish(store)
     rest = [item for chunk in chunks if chunk for item in chunk]
     assert [item.type for item in rest] == ["content_block_stop", "message_delta", "message_stop"]
+
+
+def test_joining_behind_a_running_tail_asks_for_a_catch_up(store, hub):
+    """A mailbox joining a tail that already handed out later entries is told to catch up at once."""
+    start(store)
+    first = Watcher(hub)
+    wait_until(lambda: hub.tail_count() == 1 and len(first.items) == 2)
+    store.append("m1", [ev.text_delta(0, "a")])
+    wait_until(lambda: len(first.items) == 3)
+    behind = hub._join("m1", all_ids(store)[0])
+    level = hub._join("m1", all_ids(store)[-1])
+    assert behind.get(0) is True
+    assert level.get(0) is None
+    hub._leave("m1", behind)
+    hub._leave("m1", level)
+    finish(store)
+    assert first.done.wait(20)
