@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+BENCH_STAMP := $(VENV)/.bench-stamp
 PYTEST_ARGS ?=
 
 .PHONY: setup run test check bench clean redis-server
@@ -32,7 +33,12 @@ check: setup
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-bench: setup
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# SLUICE_BENCH_QUICK=1 for a short run; results in bench/results/ (see bench/README.md).
+bench: setup $(BENCH_STAMP)
 	$(PY) -m bench.run
 
 clean:

@@ -13,6 +13,7 @@ from celery import Celery
 from flask import current_app
 
 from api.errors import ApiError, InvalidRequest, NotFound
+from api.hub import Hub, hub_client
 from shared.celery_config import CORRELATION_HEADER, GENERATE_TASK, celery_config
 from shared.models import ModelRegistry, load_registry
 from shared.priority import Placement, place
@@ -32,17 +33,24 @@ class Services:
     store: MessageStore
     registry: ModelRegistry
     celery: Celery
+    hub: Hub
 
 
 def build_services(settings: Settings) -> Services:
     """Clients for ``settings``; nothing connects until first used."""
-    client = redis.Redis.from_url(
+    # A small blocking pool: thousands of observers share a few connections for their short
+    # commands (their live tails run on the hub's own connections, one per stream).
+    pool = redis.BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=settings.api_redis_connections,
+        timeout=30,
         decode_responses=True,
         socket_keepalive=True,
         health_check_interval=10,
         retry_on_timeout=True,
+        client_name="sluice-api",
     )
+    client = redis.Redis(connection_pool=pool)
     store = MessageStore(
         client,
         retention_seconds=settings.retention_seconds,
@@ -51,7 +59,12 @@ def build_services(settings: Settings) -> Services:
     )
     producer = Celery("sluice-api", set_as_current=False)
     producer.conf.update(celery_config(settings))
-    return Services(settings, client, store, load_registry(settings), producer)
+    hub = Hub(
+        store,
+        hub_client(settings.redis_url, "sluice-api-tail"),
+        mailbox_events=settings.hub_mailbox_events,
+    )
+    return Services(settings, client, store, load_registry(settings), producer, hub)
 
 
 def services() -> Services:

@@ -42,6 +42,12 @@ class Settings:
     worker_metrics_port: int = 0
     # Threads of the upstream (I/O-bound) worker type.
     upstream_concurrency: int = 32
+    # Redis connections an API process uses for commands (observers' tails have their own, one per stream).
+    api_redis_connections: int = 3
+    # Events an SSE observer may have queued in the fan-out hub before it catches up from Redis instead.
+    hub_mailbox_events: int = 1024
+    # Worker: hold text deltas up to this long and write them as one merged delta (0 = every token at once).
+    coalesce_ms: float = 0.0
 
 
 def _parse_bool(raw: str) -> bool:
@@ -74,6 +80,13 @@ def _parse_positive_float(raw: str) -> float:
     return value
 
 
+def _parse_non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError(f"must be >= 0, got {value}")
+    return value
+
+
 def _parse_optional_str(raw: str) -> str | None:
     return raw or None
 
@@ -102,6 +115,9 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "api_worker_connections": _parse_positive_int,
     "worker_metrics_port": lambda raw: 0 if raw.strip() in {"", "0"} else _parse_port(raw),
     "upstream_concurrency": _parse_positive_int,
+    "api_redis_connections": _parse_positive_int,
+    "hub_mailbox_events": _parse_positive_int,
+    "coalesce_ms": _parse_non_negative_float,
 }
 
 ENV_PREFIX = "SLUICE_"

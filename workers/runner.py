@@ -51,7 +51,12 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
     store.append(message_id, [], {"queue_wait_ms": queue_wait_ms})
     max_tokens = min(request.get("max_tokens") or spec.default_max_tokens, spec.max_output_tokens)
     outcome: Outcome = run_generation(
-        message_id, request, runtime.provider_for(spec), sink, max_tokens=max_tokens
+        message_id,
+        request,
+        runtime.provider_for(spec),
+        sink,
+        max_tokens=max_tokens,
+        coalesce_seconds=runtime.settings.coalesce_ms / 1000,
     )
     metrics.record(spec.id, status.get("queue") or spec.queue, queue_wait_ms, outcome)
     log.info(

@@ -17,7 +17,7 @@ from api.services import (
     status_body,
     submit,
 )
-from api.sse import SSE_HEADERS, client_gone, follow, sse_body
+from api.sse import SSE_HEADERS, client_gone, follow, follow_chunks, sse_body
 from shared.accumulator import Accumulator
 from shared.schemas import check_message_id, load_chat_body
 from shared.store import InvalidCursor, StoredEvent
@@ -73,8 +73,8 @@ def stream(message_id: str) -> Response:
     svc = services()
     require_status(svc, message_id)
     after = _cursor(svc, message_id)
-    items = follow(svc.store, message_id, after, idle_seconds=svc.settings.ping_interval_seconds)
-    return Response(sse_body(items), mimetype="text/event-stream", headers=SSE_HEADERS)
+    chunks = follow_chunks(svc.hub, message_id, after, idle_seconds=svc.settings.ping_interval_seconds)
+    return Response(sse_body(chunks), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
 def status(message_id: str) -> Response:
@@ -116,12 +116,12 @@ def create_sync() -> Response:
             svc.store.cancel(message_id)
 
     if body.get("stream"):
-        items = follow(svc.store, message_id, "0-0", idle_seconds=svc.settings.ping_interval_seconds)
-        return Response(sse_body(items, on_close), mimetype="text/event-stream", headers=SSE_HEADERS)
+        chunks = follow_chunks(svc.hub, message_id, "0-0", idle_seconds=svc.settings.ping_interval_seconds)
+        return Response(sse_body(chunks, on_close), mimetype="text/event-stream", headers=SSE_HEADERS)
     acc = Accumulator()
     finished = False
     try:
-        for item in _watching(follow(svc.store, message_id, "0-0", idle_seconds=SYNC_POLL_SECONDS), environ):
+        for item in _watching(follow(svc.hub, message_id, "0-0", idle_seconds=SYNC_POLL_SECONDS), environ):
             acc.feed(json.loads(item.data))
         finished = acc.done
     finally:

@@ -57,3 +57,14 @@ def test_worker_metrics_port_is_off_by_default_and_checked():
         load_settings({"SLUICE_WORKER_METRICS_PORT": "70000"})
     with pytest.raises(SettingsError, match="SLUICE_UPSTREAM_CONCURRENCY"):
         load_settings({"SLUICE_UPSTREAM_CONCURRENCY": "0"})
+
+
+def test_performance_settings_are_parsed_and_checked():
+    """The hub, pool and coalescing settings parse; a negative window or a zero pool is refused."""
+    settings = load_settings(
+        {"SLUICE_COALESCE_MS": "7.5", "SLUICE_API_REDIS_CONNECTIONS": "5", "SLUICE_HUB_MAILBOX_EVENTS": "64"}
+    )
+    assert (settings.coalesce_ms, settings.api_redis_connections, settings.hub_mailbox_events) == (7.5, 5, 64)
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"SLUICE_COALESCE_MS": "-1", "SLUICE_API_REDIS_CONNECTIONS": "0"})
+    assert "SLUICE_COALESCE_MS" in str(raised.value) and "SLUICE_API_REDIS_CONNECTIONS" in str(raised.value)

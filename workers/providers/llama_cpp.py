@@ -57,6 +57,7 @@ class LlamaCppProvider:
     llm: Any
     model: str
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _formatter: Any = None
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> LlamaCppProvider:
@@ -66,17 +67,22 @@ class LlamaCppProvider:
         )
         return cls(llm=llm, model=spec.display_name or spec.id)
 
+    def _chat_formatter(self) -> Any:
+        """The model's chat template, compiled once (compiling it costs milliseconds of TTFT)."""
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            template = self.llm.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise ProviderError("the model has no chat template")
+            eos = self.llm._model.token_get_text(self.llm.token_eos())
+            bos = self.llm._model.token_get_text(self.llm.token_bos())
+            self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        return self._formatter
+
     def prompt_tokens(self, request: dict[str, Any]) -> list[int]:
         """The request rendered through the model's own chat template, tokenized."""
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        template = self.llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise ProviderError("the model has no chat template")
-        eos = self.llm._model.token_get_text(self.llm.token_eos())
-        bos = self.llm._model.token_get_text(self.llm.token_bos())
-        formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-        prompt = formatter(messages=chat_turns(request)).prompt  # type: ignore[arg-type]
+        prompt = self._chat_formatter()(messages=chat_turns(request)).prompt
         tokens: list[int] = self.llm.tokenize(prompt.encode(), add_bos=False, special=True)
         return tokens
 
@@ -97,7 +103,8 @@ class LlamaCppProvider:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         with self._lock:
             self.llm.set_seed(seed % 2**32 if seed is not None else secrets.randbits(31))
-            self.llm.reset()
+            # No reset(): generate() keeps the KV cache of the longest common prompt prefix (the
+            # system prompt, earlier turns), as llama_cpp.server does; a new prompt pays only its suffix.
             for produced, token in enumerate(
                 self.llm.generate(
                     tokens,

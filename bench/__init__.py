@@ -1,0 +1,1 @@
+"""Sluice's benchmark suite: real stacks on loopback, measured against llama-cpp-python's anchors."""

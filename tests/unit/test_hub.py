@@ -1,0 +1,256 @@
+"""The fan-out hub on a real redis-server: order, completeness, bounded queues, slow readers, connections."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from api.hub import Batch, Hub, Mailbox, hub_client, parse_id
+from shared import events as ev
+from shared.store import COMPLETED, MessageStore, StoredEvent
+
+pytestmark = pytest.mark.integration
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``predicate`` until true or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+@pytest.fixture
+def name() -> str:
+    """A client name of this test's own, to count its connections."""
+    return f"test-api-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def store(redis_url: str, client: redis.Redis, name: str) -> MessageStore:
+    pool = redis.BlockingConnectionPool.from_url(
+        redis_url, max_connections=3, timeout=30, decode_responses=True, client_name=name
+    )
+    return MessageStore(redis.Redis(connection_pool=pool), retention_seconds=60, active_ttl_seconds=600)
+
+
+@pytest.fixture
+def hub(redis_url: str, store: MessageStore, name: str) -> Hub:
+    return Hub(store, hub_client(redis_url, f"{name}-tail"), mailbox_events=1024, block_ms=200)
+
+
+def start(store: MessageStore, message_id: str = "m1") -> None:
+    """A processing message with its message_start and an open text block."""
+    assert store.create(message_id, {"messages": []}, {"model": "x"})
+    store.claim(message_id, "w")
+    store.append(
+        message_id, [ev.message_start(message_id, "x", 1), ev.content_block_start(0, ev.text_block())]
+    )
+
+
+def finish(store: MessageStore, message_id: str = "m1") -> None:
+    """End the message normally."""
+    ending = [ev.content_block_stop(0), ev.message_delta("end_turn", None, 1), ev.message_stop()]
+    store.finish(message_id, COMPLETED, ending)
+
+
+def all_ids(store: MessageStore, message_id: str = "m1") -> list[str]:
+    """Every stored event id, in order."""
+    return [item.id for item in store.read_events(message_id, "0-0", count=100_000)]
+
+
+class Watcher:
+    """A thread that follows a message through the hub and records what it yields."""
+
+    def __init__(self, hub: Hub, message_id: str = "m1", after: str = "0-0", idle: float = 0.2) -> None:
+        self.items: list[StoredEvent] = []
+        self.pings = 0
+        self.gate = threading.Event()
+        self.gate.set()
+        self.done = threading.Event()
+        self._iter = hub.follow(message_id, after, idle_seconds=idle)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for item in self._iter:
+            self.gate.wait()
+            if item is None:
+                self.pings += 1
+            else:
+                self.items.append(item)
+        self.done.set()
+
+    def ids(self) -> list[str]:
+        return [item.id for item in self.items]
+
+
+def test_observer_gets_replay_then_live_events_and_ends_after_terminal(store, hub):
+    """Stored events replay first, live ones follow in order, and the iterator ends at message_stop."""
+    start(store)
+    watcher = Watcher(hub)
+    wait_until(lambda: len(watcher.items) == 2)
+    for index in range(50):
+        store.append("m1", [ev.text_delta(0, f"t{index} ")])
+    finish(store)
+    assert watcher.done.wait(20)
+    assert watcher.ids() == all_ids(store)
+    assert watcher.items[-1].type == "message_stop"
+
+
+def test_many_observers_share_one_tail_and_get_every_event(store, hub, client, name):
+    """Fifty observers of one stream get every event through a single tail connection."""
+    start(store)
+    watchers = [Watcher(hub) for _ in range(50)]
+    wait_until(lambda: hub.tail_count() == 1 and all(len(w.items) == 2 for w in watchers))
+    for index in range(100):
+        store.append("m1", [ev.text_delta(0, f"t{index} ")])
+    tails = [c for c in client.client_list() if c.get("name") == f"{name}-tail"]
+    assert len(tails) == 1
+    finish(store)
+    for watcher in watchers:
+        assert watcher.done.wait(20)
+        assert watcher.ids() == all_ids(store)
+
+
+def test_redis_connections_stay_bounded_for_many_observers(store, hub, client, name):
+    """Two hundred observers of one stream hold at most four Redis connections between them."""
+    start(store)
+    watchers = [Watcher(hub) for _ in range(200)]
+    wait_until(lambda: all(len(w.items) == 2 for w in watchers))
+    for index in range(20):
+        store.append("m1", [ev.text_delta(0, f"t{index} ")])
+    held = [c for c in client.client_list() if c.get("name", "").startswith(name)]
+    assert len(held) <= 4, held
+    finish(store)
+    for watcher in watchers:
+        assert watcher.done.wait(30)
+        assert watcher.ids() == all_ids(store)
+
+
+def test_slow_observer_falls_behind_alone_and_misses_nothing(redis_url, store):
+    """A reader that stalls overflows its small mailbox, the others go on, and it later catches up exactly."""
+    hub = Hub(store, hub_client(redis_url, "slow-tail"), mailbox_events=4, block_ms=200)
+    start(store)
+    fast = Watcher(hub)
+    slow = Watcher(hub)
+    wait_until(lambda: len(slow.items) == 2 and len(fast.items) == 2)
+    slow.gate.clear()
+    for index in range(200):
+        store.append("m1", [ev.text_delta(0, f"t{index} ")])
+    finish(store)
+    assert fast.done.wait(20)
+    assert fast.ids() == all_ids(store)
+    assert not slow.done.is_set()
+    slow.gate.set()
+    assert slow.done.wait(20)
+    assert slow.ids() == all_ids(store)
+
+
+def test_resume_from_a_cursor_yields_exactly_the_suffix(store, hub):
+    """Following after a stored id yields every later event once, none before it."""
+    start(store)
+    for index in range(10):
+        store.append("m1", [ev.text_delta(0, f"t{index} ")])
+    ids = all_ids(store)
+    watcher = Watcher(hub, after=ids[5])
+    wait_until(lambda: len(watcher.items) == len(ids) - 6)
+    store.append("m1", [ev.text_delta(0, "more")])
+    finish(store)
+    assert watcher.done.wait(20)
+    assert watcher.ids() == all_ids(store)[6:]
+
+
+def test_idle_observer_gets_pings_and_ends_when_deleted(store, hub):
+    """With nothing new the observer gets idle ticks, and it ends once the message is deleted."""
+    start(store)
+    watcher = Watcher(hub, idle=0.05)
+    wait_until(lambda: watcher.pings >= 2)
+    store.delete("m1")
+    assert watcher.done.wait(20)
+    assert watcher.ids() == [watcher.items[0].id, watcher.items[1].id]
+
+
+def test_finished_message_needs_no_tail(store, hub):
+    """Observing a message that already ended replays it from Redis and starts no tail."""
+    start(store)
+    finish(store)
+    items = list(hub.follow("m1", "0-0", idle_seconds=1))
+    assert [item.id for item in items] == all_ids(store)
+    assert hub.tail_count() == 0
+
+
+def test_tail_stops_when_its_last_observer_leaves(store, hub):
+    """Closing every observer of a live stream stops its tail."""
+    start(store)
+    follower = hub.follow("m1", "0-0", idle_seconds=0.05)
+    assert next(follower) is not None
+    next(follower)
+    next(follower)  # the first idle tick: now tailing
+    assert hub.tail_count() == 1
+    follower.close()
+    wait_until(lambda: hub.tail_count() == 0)
+
+
+def test_mailbox_is_bounded_and_reports_overflow():
+    """A full mailbox refuses a batch and tells its reader to catch up."""
+    mailbox = Mailbox(max_events=3)
+    item = StoredEvent("1-0", "content_block_delta", "{}")
+    assert mailbox.put(Batch("0-0", (item, item)))
+    assert not mailbox.put(Batch("1-0", (item, item)))
+    assert len(mailbox) == 2
+    got = mailbox.get(1)
+    assert isinstance(got, Batch) and got.prev == "0-0"
+    assert mailbox.get(1) is True
+    assert mailbox.get(0.01) is None
+
+
+def test_ids_compare_in_stream_order():
+    """Stream ids order by milliseconds, then sequence, not as text."""
+    assert parse_id("10-0") > parse_id("9-5")
+    assert parse_id("9-10") > parse_id("9-9")
+    assert parse_id("0") == (0, 0)
+
+
+def test_events_ready_at_once_come_in_one_chunk(store, hub):
+    """An observer that fell behind gets what piled up as one chunk (one write), in order."""
+    start(store)
+    chunks = hub.follow_chunks("m1", "0-0", idle_seconds=5)
+    assert len(next(chunks)) == 2
+    for index in range(5):
+        store.append("m1", [ev.text_delta(0, f"t{index} ")])
+    piled = next(chunks)
+    assert [item.id for item in piled] == all_ids(store)[2:]
+    finish(store)
+    rest = [item for chunk in chunks if chunk for item in chunk]
+    assert [item.type for item in rest] == ["content_block_stop", "message_delta", "message_stop"]
+
+
+def test_joining_behind_a_running_tail_asks_for_a_catch_up(store, hub):
+    """A mailbox joining a tail that already handed out later entries is told to catch up at once."""
+    start(store)
+    first = Watcher(hub)
+    wait_until(lambda: hub.tail_count() == 1 and len(first.items) == 2)
+    store.append("m1", [ev.text_delta(0, "a")])
+    wait_until(lambda: len(first.items) == 3)
+    behind = hub._join("m1", all_ids(store)[0])
+    level = hub._join("m1", all_ids(store)[-1])
+    assert behind.get(0) is True
+    assert level.get(0) is None
+    hub._leave("m1", behind)
+    hub._leave("m1", level)
+    finish(store)
+    assert first.done.wait(20)
