@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -38,6 +38,16 @@ class Settings:
     log_json: bool = True
     api_workers: int = 1
     api_worker_connections: int = 2000
+    # Reliability and security (README "Guarantees", "Auth and limits").
+    lock_lease_seconds: int = 10
+    max_resumes: int = 3
+    api_keys: str | None = field(default=None, repr=False)
+    api_keys_file: str | None = None
+    protect_ops_endpoints: bool = False
+    rate_limit_per_minute: int = 0
+    rate_limit_burst: int = 0
+    max_concurrent_per_key: int = 0
+    max_queue_depth: int = 0
 
 
 def _parse_bool(raw: str) -> bool:
@@ -70,6 +80,13 @@ def _parse_positive_float(raw: str) -> float:
     return value
 
 
+def _parse_non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError(f"must be >= 0 (0 = off), got {value}")
+    return value
+
+
 def _parse_optional_str(raw: str) -> str | None:
     return raw or None
 
@@ -96,6 +113,15 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "log_json": _parse_bool,
     "api_workers": _parse_positive_int,
     "api_worker_connections": _parse_positive_int,
+    "lock_lease_seconds": _parse_positive_int,
+    "max_resumes": _parse_non_negative_int,
+    "api_keys": _parse_optional_str,
+    "api_keys_file": _parse_optional_str,
+    "protect_ops_endpoints": _parse_bool,
+    "rate_limit_per_minute": _parse_non_negative_int,
+    "rate_limit_burst": _parse_non_negative_int,
+    "max_concurrent_per_key": _parse_non_negative_int,
+    "max_queue_depth": _parse_non_negative_int,
 }
 
 ENV_PREFIX = "SLUICE_"

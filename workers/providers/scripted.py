@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.models import ModelSpec
 from shared.prompt import block_text
-from workers.providers.base import Finished, ProviderError, ProviderStream, Started, TextDelta
+from workers.providers.base import Finished, ProviderError, ProviderStream, Resume, Started, TextDelta
 
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog. "
 
@@ -40,13 +40,21 @@ class ScriptedProvider:
         )
 
     def stream(self, request: dict[str, Any], max_tokens: int) -> ProviderStream:
+        """Replay the script from its first word."""
+        return self._play(request, max_tokens, 0)
+
+    def resume_stream(self, request: dict[str, Any], max_tokens: int, resume: Resume) -> ProviderStream:
+        """Continue the script after the ``resume.tokens`` words already produced."""
+        return self._play(request, max_tokens, resume.tokens)
+
+    def _play(self, request: dict[str, Any], max_tokens: int, start: int) -> ProviderStream:
         words = self.text.split(" ")
         tokens = [w + " " for w in words[:-1]] + ([words[-1]] if words[-1] else [])
         input_tokens = sum(len(block_text(m["content"]).split()) for m in request["messages"])
         yield Started(input_tokens=input_tokens, model=self.model)
         interval = 1.0 / self.tokens_per_second if self.tokens_per_second > 0 else 0.0
         deadline = time.monotonic()
-        for produced in range(max_tokens):
+        for produced in range(start, max_tokens):
             if not self.repeat and produced >= len(tokens):
                 yield Finished("end_turn")
                 return
