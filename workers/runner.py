@@ -16,7 +16,7 @@ from shared.leases import Leases
 from shared.store import ERROR, TERMINAL_STATUSES, FieldValues, MessageStore
 from workers.generation import Outcome, resume_generation, run_generation
 from workers.providers.base import Resume
-from workers.resume import resume_state
+from workers.resume import ResumeState, resume_state
 from workers.runtime import Runtime
 
 log = logging.getLogger("sluice.worker")
@@ -81,7 +81,8 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
     sink = BoundSink(store, message_id, owner, leases.lease_ms)
     with holding_lease(leases, message_id, owner):
         if claim == "exhausted":
-            return _give_up(sink, f"its worker was lost more than {settings.max_resumes} times")
+            state = resume_state(store.all_events(message_id))
+            return _give_up(sink, f"its worker was lost more than {settings.max_resumes} times", state)
         outcome = _run_claimed(runtime, sink, resumed=claim == "resume")
     log.info(
         "finished",
@@ -90,10 +91,17 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
     return outcome.status
 
 
-def _give_up(sink: BoundSink, reason: str, open_block: int | None = None) -> str:
+def _give_up(sink: BoundSink, reason: str, state: ResumeState) -> str:
+    """End a message whose run cannot go on with a well-formed ``error`` ending."""
     message = f"Generation could not be completed: {reason}."
-    closing = [] if open_block is None else [ev.content_block_stop(open_block)]
-    status = sink.finish(ERROR, [*closing, ev.error("api_error", message)], {"error_message": message})
+    ending: list[ev.Event] = []
+    if not state.started:
+        model = sink.store.get_field(sink.message_id, "model") or "default"
+        ending.append(ev.message_start(sink.message_id, model, 0))
+    elif state.open_kind is not None:
+        ending.append(ev.content_block_stop(state.index))
+    ending.append(ev.error("api_error", message))
+    status = sink.finish(ERROR, ending, {"error_message": message})
     log.warning("gave up", extra={"message_id": sink.message_id, "reason": reason})
     return status or ERROR
 
@@ -116,8 +124,7 @@ def _run_claimed(runtime: Runtime, sink: BoundSink, *, resumed: bool) -> Outcome
         return run_generation(message_id, request, provider, sink, max_tokens=max_tokens)
     if not state.resumable or not hasattr(provider, "resume_stream"):
         reason = state.reason or f"provider {spec.provider!r} cannot resume"
-        open_block = state.index if state.open_kind is not None else None
-        final = _give_up(sink, f"its worker was lost mid-generation and {reason}", open_block)
+        final = _give_up(sink, f"its worker was lost mid-generation and {reason}", state)
         return Outcome(final if final in TERMINAL_STATUSES else ERROR, error_message=reason)
     log.info("resume", extra={"message_id": message_id, "chars": len(state.text)})
     ttft = status.get("ttft_ms")
