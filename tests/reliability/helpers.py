@@ -116,3 +116,14 @@ def rss_kb(pid: int) -> int:
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
     return total
+
+
+def queued_tasks(client: Any, queue: str = "sluice.local") -> int:
+    """Tasks waiting in the broker: ``LLEN`` summed over every priority list of ``queue``."""
+    lists = [key for key in client.scan_iter(f"{queue}*") if client.type(key) == "list"]
+    return sum(int(client.llen(key)) for key in lists)
+
+
+def stored_messages(client: Any) -> int:
+    """How many message status hashes Redis holds."""
+    return sum(1 for _ in client.scan_iter("sluice:msg:*:status"))
