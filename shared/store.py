@@ -74,7 +74,8 @@ return {'created', ''}
 """
 
 # KEYS: status, lock, pending, running.
-# ARGV: now (iso), worker, owner, lease ms, lease expiry (unix s), max resumes, message id, pid.
+# ARGV: now (iso), worker, owner, lease ms, lease expiry (unix s), max resumes, message id, pid,
+#       ttl of the running set.
 # Returns {outcome}: start (was pending) | resume (processing, its lock lapsed: the worker is
 # gone) | exhausted (as resume, but over max resumes) | locked (a live worker holds it) |
 # the terminal status | gone. start, resume and exhausted take the lock for ``owner``.
@@ -98,6 +99,7 @@ end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[1], 'worker', ARGV[2], 'worker_pid', ARGV[8])
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[7])
+redis.call('EXPIRE', KEYS[4], ARGV[9])
 return {outcome}
 """
 
@@ -151,13 +153,12 @@ return status
 """
 
 # KEYS: status, events, request, lock, cancel, running, pending, tenant active, idempotency.
-# ARGV: flag ttl, message id. Returns 1 if it existed.
+# ARGV: message id. Returns 1 if it existed. A running generation stops at its next append,
+# which finds no status (and its lease renewal finds no lock).
 _DELETE = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[9])
-for i = 6, 8 do redis.call('ZREM', KEYS[i], ARGV[2]) end
-if status == 'processing' then redis.call('SET', KEYS[5], '1', 'EX', ARGV[1]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[9])
+for i = 6, 8 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 return 1
 """
 
@@ -298,6 +299,7 @@ class MessageStore:
                 max_resumes,
                 message_id,
                 pid,
+                self.active_ttl_seconds,
             ],
         )
         return str(outcome)
@@ -389,7 +391,7 @@ class MessageStore:
         keys = message_keys(message_id)
         deleted = self._delete(
             keys=self._all_keys(message_id, keys.status, keys.events, keys.request, keys.lock, keys.cancel),
-            args=[CANCEL_FLAG_TTL_SECONDS, message_id],
+            args=[message_id],
         )
         return bool(deleted)
 
