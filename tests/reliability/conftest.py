@@ -24,7 +24,12 @@ text = "one two three four five six seven eight nine ten eleven twelve "
 provider = "scripted"
 [models.fast.options]
 text = "alpha beta gamma delta "
-"""
+
+[models.wordy]
+provider = "scripted"
+[models.wordy.options]
+text = "%s "
+""" % ("x" * 600)
 
 
 class Fault:
