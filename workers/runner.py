@@ -12,8 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from shared import events as ev
+from shared.keys import message_keys
 from shared.leases import Leases
-from shared.store import ERROR, TERMINAL_STATUSES, FieldValues, MessageStore
+from shared.store import CANCELLED, ERROR, TERMINAL_STATUSES, FieldValues, MessageStore
 from workers.generation import Outcome, resume_generation, run_generation
 from workers.providers.base import Resume
 from workers.resume import ResumeState, resume_state
@@ -82,6 +83,8 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
     with holding_lease(leases, message_id, owner):
         if claim == "exhausted":
             state = resume_state(store.all_events(message_id))
+            if store.redis.exists(message_keys(message_id).cancel):  # a cancel asked for wins
+                return _end_cancelled(sink, state)
             return _give_up(sink, f"its worker was lost more than {settings.max_resumes} times", state)
         outcome = _run_claimed(runtime, sink, resumed=claim == "resume")
     log.info(
@@ -89,6 +92,18 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
         extra={"message_id": message_id, "status": outcome.status, "output_tokens": outcome.output_tokens},
     )
     return outcome.status
+
+
+def _end_cancelled(sink: BoundSink, state: ResumeState) -> str:
+    """End a message that was cancelled while its worker was gone."""
+    opening: list[ev.Event] = []
+    if not state.started:
+        model = sink.store.get_field(sink.message_id, "model") or "default"
+        opening.append(ev.message_start(sink.message_id, model, 0))
+    open_block = state.index if state.open_kind is not None else None
+    output_tokens = int(sink.store.get_field(sink.message_id, "output_tokens") or 0)
+    ending = [*opening, *ev.cancelled_ending(open_block, output_tokens)]
+    return sink.finish(CANCELLED, ending) or CANCELLED
 
 
 def _give_up(sink: BoundSink, reason: str, state: ResumeState) -> str:

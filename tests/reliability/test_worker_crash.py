@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
+import httpx
 import pytest
 
 from shared.keys import message_keys
@@ -99,3 +100,17 @@ def test_embedded_model_resumes_from_the_text_already_produced(make_stack):
     assert kinds.count("message_start") == 1 and kinds[-1] == "message_stop"
     assert text_of(frames).startswith(before) and len(text_of(frames)) > len(before)
     assert stack.redis.hget(message_keys(message_id).status, "resumes") == "1"
+
+
+def test_cancel_while_the_worker_is_dead_ends_cancelled(make_stack):
+    """A cancel asked for while no run is alive wins when the message is picked up again."""
+    stack, api = _start(make_stack, SLUICE_MAX_RESUMES="0")
+    message_id, watcher = _running(stack, api, 400, 5)
+    os.kill(_worker_pid(stack, message_id), signal.SIGKILL)
+    answer = httpx.post(f"{api}/v1/messages/async/{message_id}/cancel", timeout=10)
+    assert answer.status_code == 200
+    frames = watcher.wait(90)
+    check_grammar(frames)
+    assert [f.event for f in frames[-3:]] == ["content_block_stop", "message_delta", "message_stop"]
+    assert frames[-2].data["delta"]["stop_reason"] == "cancelled"
+    assert status_of(api, message_id)["status"] == "cancelled"
