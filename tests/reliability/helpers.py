@@ -69,7 +69,7 @@ class Watcher:
         self.thread.start()
 
     def _run(self) -> None:
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not self.done.is_set():
             api = self.apis[self.connections % len(self.apis)]
             headers = dict(self.headers)

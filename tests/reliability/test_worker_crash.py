@@ -91,10 +91,10 @@ def test_embedded_model_resumes_from_the_text_already_produced(make_stack):
     """On the embedded model a resumed run continues the text; no second message_start."""
     stack, api = _start(make_stack, SLUICE_MODELS_FILE="")
     essay = "Write a very long essay about the history of the ocean."
-    message_id, watcher = _running(stack, api, 300, 20, seed=7, temperature=0, text=essay)
+    message_id, watcher = _running(stack, api, 120, 20, seed=7, temperature=0, text=essay)
     before = text_of(watcher.frames)
     os.kill(_worker_pid(stack, message_id), signal.SIGKILL)
-    frames = watcher.wait(120)
+    frames = watcher.wait(240)  # a loaded CI host runs the model slowly
     check_grammar(frames)
     kinds = [f.event for f in frames]
     assert kinds.count("message_start") == 1 and kinds[-1] == "message_stop"
