@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from api.auth import install_auth
 from api.errors import register_error_handlers
 from api.metrics import instrument
 from api.routes import register_routes
@@ -20,6 +21,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["sluice"] = build_services(settings)
+    install_auth(app, settings)
     register_routes(app)
     register_error_handlers(app)
     instrument(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
@@ -12,16 +13,29 @@ import redis
 from celery import Celery
 from flask import current_app
 
-from api.errors import ApiError, InvalidRequest, NotFound
+from api.auth import current_tenant
+from api.errors import ApiError, InvalidRequest, NotFound, Overloaded
 from api.hub import Hub, hub_client
+from api.limits import RateLimited, RateLimiter
 from shared.celery_config import CORRELATION_HEADER, GENERATE_TASK, celery_config
 from shared.models import ModelRegistry, load_registry
 from shared.priority import Placement, place
 from shared.settings import Settings
-from shared.store import PENDING, PROCESSING, TERMINAL_STATUSES, MessageStore
+from shared.store import (
+    ANONYMOUS,
+    PENDING,
+    PROCESSING,
+    TERMINAL_STATUSES,
+    Admission,
+    Limits,
+    MessageStore,
+)
 
 #: How long a cancel call waits for a running generation to reach its terminal state.
 CANCEL_WAIT_SECONDS = 2.0
+#: Retry-After of a 529 (queue full) and of a 429 for too many messages in flight.
+OVERLOADED_RETRY_AFTER_SECONDS = 5
+BUSY_RETRY_AFTER_SECONDS = 1
 
 
 @dataclass
@@ -34,6 +48,7 @@ class Services:
     registry: ModelRegistry
     celery: Celery
     hub: Hub
+    limiter: RateLimiter | None = None
 
 
 def build_services(settings: Settings) -> Services:
@@ -64,7 +79,8 @@ def build_services(settings: Settings) -> Services:
         hub_client(settings.redis_url, "sluice-api-tail"),
         mailbox_events=settings.hub_mailbox_events,
     )
-    return Services(settings, client, store, load_registry(settings), producer, hub)
+    limiter = RateLimiter(client, settings.rate_limit_per_minute, settings.rate_limit_burst)
+    return Services(settings, client, store, load_registry(settings), producer, hub, limiter)
 
 
 def services() -> Services:
@@ -78,10 +94,33 @@ def new_message_id() -> str:
     return "msg_" + secrets.token_urlsafe(18)
 
 
-def submit(svc: Services, body: dict[str, Any], message_id: str | None = None) -> tuple[str, Placement]:
-    """Store a validated body as a pending message and queue its task; returns its id."""
+def body_digest(body: dict[str, Any], message_id: str | None) -> str:
+    """What makes two calls with one Idempotency-Key the same call: the body and the id asked for."""
+    canonical = json.dumps({"body": body, "message_id": message_id}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def submit(
+    svc: Services,
+    body: dict[str, Any],
+    message_id: str | None = None,
+    *,
+    idempotency_key: str | None = None,
+) -> tuple[str, Placement]:
+    """Store a validated body as a pending message and queue its task; returns its id.
+
+    Rate, concurrency and queue-depth limits and the Idempotency-Key are applied here; a
+    repeated call with the same key and body returns the first message's id and queues nothing.
+    """
     spec = svc.registry.resolve(body["model"])
     assert spec is not None, "load_chat_body checks the model"
+    tenant = current_tenant()
+    if svc.limiter is not None:
+        svc.limiter.take(tenant)
+    idempotency = None
+    if idempotency_key:
+        key_digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
+        idempotency = (key_digest, body_digest(body, message_id))
     message_id = message_id or new_message_id()
     placement = place(spec.queue, body.get("priority"), svc.settings.default_priority)
     fields = {
@@ -96,8 +135,13 @@ def submit(svc: Services, body: dict[str, Any], message_id: str | None = None) -
         "request_metadata": json.dumps(body.get("metadata") or {}),
         "stream_type": "chat_completion",
     }
-    if not svc.store.create(message_id, body, fields):
-        raise InvalidRequest(f"Message with message_id {message_id} already exists")
+    limits = Limits(svc.settings.max_queue_depth, svc.settings.max_concurrent_per_key)
+    admission = svc.store.create(
+        message_id, body, fields, tenant=tenant, idempotency=idempotency, limits=limits
+    )
+    if admission.outcome != "created":
+        _refuse(admission)
+        return admission.message_id, placement
     try:
         svc.celery.send_task(
             GENERATE_TASK,
@@ -114,21 +158,34 @@ def submit(svc: Services, body: dict[str, Any], message_id: str | None = None) -
     return message_id, placement
 
 
+def _refuse(admission: Admission) -> None:
+    """Raise the error for an admission that created nothing (an idempotent repeat passes)."""
+    if admission.outcome == "exists":
+        raise InvalidRequest(f"Message with message_id {admission.message_id} already exists")
+    if admission.outcome == "conflict":
+        raise ApiError(409, "This Idempotency-Key was already used with a different request body.")
+    if admission.outcome == "overloaded":
+        raise Overloaded("The queue is full; try again later.", OVERLOADED_RETRY_AFTER_SECONDS)
+    if admission.outcome == "busy":
+        raise RateLimited("Too many messages pending or running for this key.", BUSY_RETRY_AFTER_SECONDS)
+
+
 def _thinking_enabled(body: dict[str, Any]) -> bool:
     thinking = body.get("thinking") or {}
     return bool(thinking.get("enabled") or thinking.get("type") == "enabled")
 
 
 def require_status(svc: Services, message_id: str) -> dict[str, str]:
-    """The status hash, or 404."""
+    """The status hash, or 404 (also when the message belongs to another key)."""
     status = svc.store.get_status(message_id)
-    if status is None:
+    if status is None or status.get("tenant", ANONYMOUS) != current_tenant():
         raise NotFound(message_id)
     return status
 
 
 def cancel(svc: Services, message_id: str) -> str:
     """Cancel a message and wait briefly for its terminal state; returns the status."""
+    require_status(svc, message_id)
     status = svc.store.cancel(message_id)
     if status is None:
         raise NotFound(message_id)

@@ -84,7 +84,7 @@ def delivery_round(
     """Start ``observers`` (over ``procs`` processes), append ``events`` deltas at ``rate``/s, measure."""
     store = MessageStore(client, retention_seconds=600)
     assert store.create(message_id, {"messages": []}, {"model": "scripted"})
-    store.claim(message_id, "bench")
+    store.claim(message_id, "bench", owner="bench", lease_ms=600_000, max_resumes=0)
     store.append(
         message_id, [ev.message_start(message_id, "scripted", 1), ev.content_block_start(0, ev.text_block())]
     )

@@ -14,6 +14,25 @@ PREFIX = "sluice"
 WORKERS = f"{PREFIX}:workers"
 #: A worker counts as alive while its heartbeat is younger than this.
 WORKER_ALIVE_SECONDS = 15
+#: Sorted set of pending message ids scored by creation time: the honest queue depth.
+PENDING = f"{PREFIX}:pending"
+#: Sorted set of processing message ids scored by when their lock lease runs out.
+RUNNING = f"{PREFIX}:running"
+
+
+def tenant_active(tenant: str) -> str:
+    """Sorted set of a tenant's pending and processing message ids (its concurrency)."""
+    return f"{PREFIX}:tenant:{{{tenant}}}:active"
+
+
+def rate_bucket(tenant: str) -> str:
+    """Hash: a tenant's token bucket (tokens, last refill time)."""
+    return f"{PREFIX}:tenant:{{{tenant}}}:rate"
+
+
+def idempotency(tenant: str, key_digest: str) -> str:
+    """String: ``<body digest> <message_id>`` of the first call with this Idempotency-Key."""
+    return f"{PREFIX}:idem:{{{tenant}}}:{key_digest}"
 
 #: Glob that matches the status hash of every message (for SCAN-based counts).
 STATUS_PATTERN = f"{PREFIX}:msg:*:status"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -48,6 +48,16 @@ class Settings:
     hub_mailbox_events: int = 1024
     # Worker: hold text deltas up to this long and write them as one merged delta (0 = every token at once).
     coalesce_ms: float = 0.0
+    # Reliability and security (README "Guarantees", "Auth and limits").
+    lock_lease_seconds: int = 10
+    max_resumes: int = 3
+    api_keys: str | None = field(default=None, repr=False)
+    api_keys_file: str | None = None
+    protect_ops_endpoints: bool = False
+    rate_limit_per_minute: int = 0
+    rate_limit_burst: int = 0
+    max_concurrent_per_key: int = 0
+    max_queue_depth: int = 0
 
 
 def _parse_bool(raw: str) -> bool:
@@ -87,6 +97,13 @@ def _parse_non_negative_float(raw: str) -> float:
     return value
 
 
+def _parse_non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError(f"must be >= 0 (0 = off), got {value}")
+    return value
+
+
 def _parse_optional_str(raw: str) -> str | None:
     return raw or None
 
@@ -118,6 +135,15 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "api_redis_connections": _parse_positive_int,
     "hub_mailbox_events": _parse_positive_int,
     "coalesce_ms": _parse_non_negative_float,
+    "lock_lease_seconds": _parse_positive_int,
+    "max_resumes": _parse_non_negative_int,
+    "api_keys": _parse_optional_str,
+    "api_keys_file": _parse_optional_str,
+    "protect_ops_endpoints": _parse_bool,
+    "rate_limit_per_minute": _parse_non_negative_int,
+    "rate_limit_burst": _parse_non_negative_int,
+    "max_concurrent_per_key": _parse_non_negative_int,
+    "max_queue_depth": _parse_non_negative_int,
 }
 
 ENV_PREFIX = "SLUICE_"

@@ -20,7 +20,10 @@ from typing import Any
 import redis
 
 from shared import events as ev
-from shared.keys import WORKER_ALIVE_SECONDS, WORKERS, message_keys
+from shared import keys as keys_mod
+from shared.keys import PENDING as PENDING_SET
+from shared.keys import RUNNING as RUNNING_SET
+from shared.keys import WORKER_ALIVE_SECONDS, WORKERS, message_keys, tenant_active
 
 PENDING = "pending"
 PROCESSING = "processing"
@@ -29,6 +32,9 @@ CANCELLED = "cancelled"
 ERROR = "error"
 TERMINAL_STATUSES = frozenset({COMPLETED, CANCELLED, ERROR})
 
+#: The tenant of messages created while auth is off.
+ANONYMOUS = "anonymous"
+
 #: How long a cancel flag lives; the generation that should see it is long over by then.
 CANCEL_FLAG_TTL_SECONDS = 3600
 
@@ -36,56 +42,106 @@ _CURSOR = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
 
 FieldValues = Mapping[str, str | int | float]
 
-# KEYS: status, request. ARGV: request JSON, ttl, field/value pairs...
+# KEYS: status, request, idempotency, pending, tenant active.
+# ARGV: request JSON, ttl, idempotency value ('' = none), max depth, max concurrent (0 = off),
+#       now (unix s), message id, field/value...
+# Returns {outcome, detail}: created | idempotent (detail = the stored value) | exists |
+# overloaded | busy. Only ``created`` writes anything.
 _CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if ARGV[3] ~= '' then
+  local prior = redis.call('GET', KEYS[3])
+  if prior then return {'idempotent', prior} end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', ''} end
+local horizon = tonumber(ARGV[6]) - tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', horizon)
+if tonumber(ARGV[4]) > 0 and redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[4]) then
+  return {'overloaded', ''}
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', horizon)
+if tonumber(ARGV[5]) > 0 and redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[5]) then
+  return {'busy', ''}
+end
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
+for i = 4, 5 do
+  redis.call('ZADD', KEYS[i], ARGV[6], ARGV[7])
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+end
+if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2]) end
+return {'created', ''}
 """
 
-# KEYS: status. ARGV: now (iso), worker. Returns the status before the claim, or nil.
+# KEYS: status, lock, pending, running.
+# ARGV: now (iso), worker, owner, lease ms, lease expiry (unix s), max resumes, message id, pid,
+#       ttl of the running set.
+# Returns {outcome}: start (was pending) | resume (processing, its lock lapsed: the worker is
+# gone) | exhausted (as resume, but over max resumes) | locked (a live worker holds it) |
+# the terminal status | gone. start, resume and exhausted take the lock for ``owner``.
 _CLAIM = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return false end
+if not status then return {'gone'} end
+local outcome
 if status == 'pending' then
-  redis.call('HSET', KEYS[1], 'status', 'processing', 'started_at', ARGV[1],
-             'updated_at', ARGV[1], 'worker', ARGV[2])
+  redis.call('HSET', KEYS[1], 'status', 'processing', 'started_at', ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[7])
+  outcome = 'start'
+elseif status ~= 'processing' then
+  return {status}
+elseif redis.call('EXISTS', KEYS[2]) == 1 then
+  return {'locked'}
+elseif redis.call('HINCRBY', KEYS[1], 'resumes', 1) > tonumber(ARGV[6]) then
+  outcome = 'exhausted'
+else
+  outcome = 'resume'
 end
-return status
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[1], 'worker', ARGV[2], 'worker_pid', ARGV[8])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[7])
+redis.call('EXPIRE', KEYS[4], ARGV[9])
+return {outcome}
 """
 
-# KEYS: status, events, cancel. ARGV: ttl, maxlen, n_fields, field/value..., type/data...
-# Returns -1 when the message is no longer processing (deleted, or ended), else the cancel flag.
+# KEYS: status, events, cancel, lock. ARGV: ttl, maxlen, owner ('' = unchecked), lease ms,
+#       n_fields, field/value..., type/data...
+# Returns -1 when the message is no longer processing (deleted, or ended) or another worker
+# owns it now, else the cancel flag. Renews the writer's lease.
 _APPEND = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'processing' then return -1 end
-local nf = tonumber(ARGV[3])
-if nf > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 4, 3 + 2 * nf)) end
-for i = 4 + 2 * nf, #ARGV, 2 do
+if ARGV[3] ~= '' then
+  if redis.call('GET', KEYS[4]) ~= ARGV[3] then return -1 end
+  redis.call('PEXPIRE', KEYS[4], ARGV[4])
+end
+local nf = tonumber(ARGV[5])
+if nf > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + 2 * nf)) end
+for i = 6 + 2 * nf, #ARGV, 2 do
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[i], 'd', ARGV[i + 1])
 end
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 return redis.call('EXISTS', KEYS[3])
 """
 
-# KEYS: status, events, request, cancel, lock.
+# KEYS: status, events, request, cancel, lock, running, pending, tenant active, idempotency.
 # ARGV: retention, maxlen, new status, expected status ('' = any live one), now,
-#       n_fields, field/value..., type/data...
+#       owner ('' = unchecked), message id, n_fields, field/value..., type/data...
 # Returns the status the message has afterwards (nil when it does not exist).
 _FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 if status == 'completed' or status == 'cancelled' or status == 'error' then return status end
 if ARGV[4] ~= '' and status ~= ARGV[4] then return status end
-local nf = tonumber(ARGV[6])
-if nf > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 7, 6 + 2 * nf)) end
-for i = 7 + 2 * nf, #ARGV, 2 do
+if ARGV[6] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[6] then return status end
+local nf = tonumber(ARGV[8])
+if nf > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 9, 8 + 2 * nf)) end
+for i = 9 + 2 * nf, #ARGV, 2 do
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[i], 'd', ARGV[i + 1])
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'updated_at', ARGV[5], 'completed_at', ARGV[5],
            'event_count', redis.call('XLEN', KEYS[2]))
-for i = 1, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+redis.call('DEL', KEYS[4], KEYS[5])
+for i = 6, 8 do redis.call('ZREM', KEYS[i], ARGV[7]) end
+for _, i in ipairs({1, 2, 3, 9}) do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
 return ARGV[3]
 """
 
@@ -96,14 +152,32 @@ if status == 'processing' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[1]) en
 return status
 """
 
-# KEYS: status, events, request, lock, cancel. ARGV: flag ttl. Returns 1 if it existed.
+# KEYS: status, events, request, lock, cancel, running, pending, tenant active, idempotency.
+# ARGV: message id. Returns 1 if it existed. A running generation stops at its next append,
+# which finds no status (and its lease renewal finds no lock).
 _DELETE = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-if status == 'processing' then redis.call('SET', KEYS[5], '1', 'EX', ARGV[1]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[9])
+for i = 6, 8 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 return 1
 """
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What ``create`` did: ``created``, ``idempotent`` (``message_id`` is the first call's),
+    ``conflict`` (same Idempotency-Key, other body), ``exists``, ``overloaded`` or ``busy``."""
+
+    outcome: str
+    message_id: str
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Admission limits checked atomically with the create (0 = off)."""
+
+    max_queue_depth: int = 0
+    max_concurrent: int = 0
 
 
 class InvalidCursor(ValueError):
@@ -162,42 +236,98 @@ class MessageStore:
 
     # -- writing -----------------------------------------------------------
 
-    def create(self, message_id: str, request: Mapping[str, Any], fields: FieldValues) -> bool:
-        """Store a new pending message; False when the id is taken."""
+    def create(
+        self,
+        message_id: str,
+        request: Mapping[str, Any],
+        fields: FieldValues,
+        *,
+        tenant: str = ANONYMOUS,
+        idempotency: tuple[str, str] | None = None,
+        limits: Limits = Limits(),
+    ) -> Admission:
+        """Store a new pending message unless a duplicate or a limit forbids it, atomically.
+
+        ``idempotency`` is ``(key digest, body digest)`` of an ``Idempotency-Key`` call.
+        """
         keys = message_keys(message_id)
         now = now_iso()
+        idem_key = keys_mod.idempotency(tenant, idempotency[0]) if idempotency else ""
+        idem_value = f"{idempotency[1]} {message_id}" if idempotency else ""
         status = {
             "status": PENDING,
             "created_at": now,
             "updated_at": now,
             "created_ts": time.time(),
+            "tenant": tenant,
+            "idem_key": idem_key,
             **fields,
         }
-        created = self._create(
-            keys=[keys.status, keys.request],
-            args=[json.dumps(request, separators=(",", ":")), self.active_ttl_seconds, *_flatten(status)],
+        outcome, detail = self._create(
+            keys=[keys.status, keys.request, idem_key or keys.status, PENDING_SET, tenant_active(tenant)],
+            args=[
+                json.dumps(request, separators=(",", ":")),
+                self.active_ttl_seconds,
+                idem_value,
+                limits.max_queue_depth,
+                limits.max_concurrent,
+                time.time(),
+                message_id,
+                *_flatten(status),
+            ],
         )
-        return bool(created)
+        if outcome != "idempotent":
+            return Admission(str(outcome), message_id)
+        digest, _, first_id = str(detail).partition(" ")
+        assert idempotency is not None
+        return Admission("idempotent" if digest == idempotency[1] else "conflict", first_id)
 
-    def claim(self, message_id: str, worker: str) -> str | None:
-        """Move a pending message to processing; returns the status it had (None if gone)."""
-        result = self._claim(keys=[message_keys(message_id).status], args=[now_iso(), worker])
-        return str(result) if result else None
+    def claim(
+        self, message_id: str, worker: str, *, owner: str, lease_ms: int, max_resumes: int, pid: int = 0
+    ) -> str:
+        """Take a message to run: ``start``, ``resume``, ``exhausted``, ``locked``, a terminal
+        status, or ``gone``; the first three hold the lock for ``owner`` for ``lease_ms``."""
+        keys = message_keys(message_id)
+        (outcome,) = self._claim(
+            keys=[keys.status, keys.lock, PENDING_SET, RUNNING_SET],
+            args=[
+                now_iso(),
+                worker,
+                owner,
+                lease_ms,
+                time.time() + lease_ms / 1000,
+                max_resumes,
+                message_id,
+                pid,
+                self.active_ttl_seconds,
+            ],
+        )
+        return str(outcome)
 
-    def append(self, message_id: str, events: Sequence[ev.Event], fields: FieldValues | None = None) -> int:
+    def append(
+        self,
+        message_id: str,
+        events: Sequence[ev.Event],
+        fields: FieldValues | None = None,
+        *,
+        owner: str = "",
+        lease_ms: int = 0,
+    ) -> int:
         """Append events of a processing message (and set status fields) in one round trip.
 
         Returns 1 when a cancel was asked for, 0 to go on, -1 when the message is no
-        longer processing (deleted or ended) and the writer must stop.
+        longer processing (deleted or ended) or no longer ``owner``'s: the writer must stop.
         """
         keys = message_keys(message_id)
         fields = fields or {}
         return int(
             self._append(
-                keys=[keys.status, keys.events, keys.cancel],
+                keys=[keys.status, keys.events, keys.cancel, keys.lock],
                 args=[
                     self.active_ttl_seconds,
                     self.stream_maxlen,
+                    owner,
+                    lease_ms or 1,
                     len(fields),
                     *_flatten(fields),
                     *_flatten_events(events),
@@ -213,6 +343,7 @@ class MessageStore:
         fields: FieldValues | None = None,
         *,
         expected: str = PROCESSING,
+        owner: str = "",
     ) -> str | None:
         """Append the final events and set a terminal status atomically; every key gets the
         retention TTL. Returns the status afterwards: ``status`` if this call ended it."""
@@ -220,19 +351,26 @@ class MessageStore:
         keys = message_keys(message_id)
         fields = fields or {}
         result = self._finish(
-            keys=[keys.status, keys.events, keys.request, keys.cancel, keys.lock],
+            keys=self._all_keys(message_id, keys.status, keys.events, keys.request, keys.cancel, keys.lock),
             args=[
                 self.retention_seconds,
                 self.stream_maxlen,
                 status,
                 expected,
                 now_iso(),
+                owner,
+                message_id,
                 len(fields),
                 *_flatten(fields),
                 *_flatten_events(events),
             ],
         )
         return str(result) if result else None
+
+    def _all_keys(self, message_id: str, *own: str) -> list[str]:
+        """``own`` keys, then the shared sets and the idempotency key the message is listed in."""
+        tenant, idem_key = self.redis.hmget(message_keys(message_id).status, "tenant", "idem_key")
+        return [*own, RUNNING_SET, PENDING_SET, tenant_active(tenant or ANONYMOUS), idem_key or own[0]]
 
     def cancel(self, message_id: str) -> str | None:
         """Cancel: a pending message ends at once with a well-formed cancelled stream, a
@@ -252,10 +390,15 @@ class MessageStore:
         """Remove a message's status, request and events (a running generation stops)."""
         keys = message_keys(message_id)
         deleted = self._delete(
-            keys=[keys.status, keys.events, keys.request, keys.lock, keys.cancel],
-            args=[CANCEL_FLAG_TTL_SECONDS],
+            keys=self._all_keys(message_id, keys.status, keys.events, keys.request, keys.lock, keys.cancel),
+            args=[message_id],
         )
         return bool(deleted)
+
+    def all_events(self, message_id: str) -> list[StoredEvent]:
+        """Every stored event of the message, oldest first."""
+        entries = self.redis.xrange(message_keys(message_id).events)
+        return [StoredEvent(entry_id, data["e"], data["d"]) for entry_id, data in entries]
 
     # -- reading -----------------------------------------------------------
 

@@ -11,10 +11,12 @@ from celery import Celery, signals
 from kombu import Queue
 
 from shared.celery_config import CORRELATION_HEADER, LOCAL_QUEUE, celery_config
+from shared.leases import Leases
 from shared.logging import bind_message, clear_message, configure_logging
 from shared.models import load_registry
 from shared.settings import Settings, load_settings
 from workers import metrics
+from workers.reaper import requeue_lapsed
 from workers.runtime import Runtime, build_runtime
 
 HEARTBEAT_SECONDS = 5.0
@@ -76,16 +78,22 @@ def _clear_log_context(**_: Any) -> None:
 class _Heartbeat:
     """Writes this worker's heartbeat so ``/ready`` knows a worker consumes."""
 
-    def __init__(self, hostname: str) -> None:
+    def __init__(self, hostname: str, app: Any = None) -> None:
         self.hostname = hostname
+        self.app = app
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="sluice-heartbeat", daemon=True)
 
     def _run(self) -> None:
-        store = build_runtime(load_settings()).store
+        settings = load_settings()
+        store = build_runtime(settings).store
+        leases = Leases(store.redis, settings.lock_lease_seconds)
         while not self.stopped.is_set():
             with contextlib.suppress(Exception):  # Redis down: keep trying; /ready shows it
                 store.worker_heartbeat(self.hostname)
+            if self.app is not None:
+                with contextlib.suppress(Exception):  # the next beat tries again
+                    requeue_lapsed(leases, self.app)
             self.stopped.wait(HEARTBEAT_SECONDS)
         with contextlib.suppress(Exception):  # shutting down anyway
             store.worker_gone(self.hostname)
@@ -97,7 +105,9 @@ _heartbeat: _Heartbeat | None = None
 @signals.worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     global _heartbeat
-    _heartbeat = _Heartbeat(getattr(sender, "hostname", None) or f"worker@{os.getpid()}")
+    _heartbeat = _Heartbeat(
+        getattr(sender, "hostname", None) or f"worker@{os.getpid()}", getattr(sender, "app", None)
+    )
     _heartbeat.thread.start()
     settings = load_settings()
     if settings.worker_metrics_port:

@@ -19,6 +19,8 @@ from workers.providers.base import (
     ProviderError,
     ProviderEvent,
     ProviderStream,
+    ResumableProvider,
+    Resume,
     Started,
     TextDelta,
     ThinkingDelta,
@@ -180,6 +182,8 @@ class _Run:
         if self.ttft_ms is None and any(e["type"] == "content_block_delta" for e in events):
             self.ttft_ms = round((time.monotonic() - self.started_at) * 1000, 1)
             fields["ttft_ms"] = self.ttft_ms
+        if events:
+            fields["output_tokens"] = self.output_tokens  # progress; a resumed run starts here
         return self.sink.append(events, fields) if events or fields else GO_ON
 
     def stats(self) -> dict[str, str | int | float]:
@@ -221,29 +225,57 @@ def run_generation(
     written as one merged delta (fewer appends and entries; the first delta is never held).
     """
     run = _Run(message_id, sink, StopScanner(request.get("stop_sequences")), coalesce_s=coalesce_seconds)
-    stream = provider.stream(request, max_tokens)
+    return _guarded(run, provider.stream(request, max_tokens), resumed=False)
+
+
+def resume_generation(
+    message_id: str,
+    request: dict[str, Any],
+    provider: ResumableProvider,
+    sink: EventSink,
+    *,
+    max_tokens: int,
+    resume: Resume,
+    open_index: int,
+    text_open: bool,
+    ttft_ms: float | None = None,
+    coalesce_seconds: float = 0.0,
+) -> Outcome:
+    """Continue a generation a dead worker left: no second ``message_start``; deltas go on
+    in the open text block (``open_index``) or in the next block."""
+    run = _Run(
+        message_id,
+        sink,
+        StopScanner(request.get("stop_sequences")),
+        ttft_ms=ttft_ms,
+        coalesce_s=coalesce_seconds,
+    )
+    run.blocks = _Blocks(index=open_index, kind="text" if text_open else None, tokens=resume.tokens)
+    return _guarded(run, provider.resume_stream(request, max_tokens, resume), resumed=True)
+
+
+def _guarded(run: _Run, stream: ProviderStream, *, resumed: bool) -> Outcome:
+    sink = run.sink
     try:
-        return _drive(run, stream)
+        return _drive(run, stream, resumed)
     except Exception as exc:  # any failure ends the stream well-formed, never silently
         stream.close()
         message = str(exc) or type(exc).__name__
         error_type = exc.error_type if isinstance(exc, ProviderError) else "api_error"
-        held = run.take() if coalesce_seconds else []  # deltas coalescing still held reach the stream
+        held = run.take() if run.coalesce_s else []  # deltas coalescing still held reach the stream
         sink.finish(ERROR, [*held, ev.error(error_type, message)], {"error_message": message, **run.stats()})
         return run.outcome(ERROR, None, message)
     finally:
         stream.close()
 
 
-def _drive(run: _Run, stream: ProviderStream) -> Outcome:
+def _drive(run: _Run, stream: ProviderStream, resumed: bool = False) -> Outcome:
     started = next(stream)
     if not isinstance(started, Started):
         raise ProviderError(f"provider began with {type(started).__name__}, not Started")
     run.input_tokens = started.input_tokens
-    signal = run.sink.append(
-        [ev.message_start(run.message_id, started.model, started.input_tokens)],
-        {"input_tokens": started.input_tokens, "model_ran": started.model},
-    )
+    opening = [] if resumed else [ev.message_start(run.message_id, started.model, started.input_tokens)]
+    signal = run.sink.append(opening, {"input_tokens": started.input_tokens, "model_ran": started.model})
     for item in stream if signal == GO_ON else ():
         done = run.apply(item)
         if done:

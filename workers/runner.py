@@ -1,16 +1,24 @@
-"""Runs one stored message: claim it, pick its provider, run the loop, record the outcome."""
+"""Runs one stored message: claim it (or resume it), hold its lease, run the loop, record the outcome."""
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from shared import events as ev
-from shared.store import ERROR, PENDING, FieldValues, MessageStore
+from shared.keys import message_keys
+from shared.leases import Leases
+from shared.store import CANCELLED, ERROR, TERMINAL_STATUSES, FieldValues, MessageStore
 from workers import metrics
-from workers.generation import Outcome, run_generation
+from workers.generation import Outcome, resume_generation, run_generation
+from workers.providers.base import Resume
+from workers.resume import ResumeState, resume_state
 from workers.runtime import Runtime
 
 log = logging.getLogger("sluice.worker")
@@ -18,49 +26,141 @@ log = logging.getLogger("sluice.worker")
 
 @dataclass(frozen=True)
 class BoundSink:
-    """A ``MessageStore`` bound to one message: the generation loop's sink."""
+    """A ``MessageStore`` bound to one message and one owner of its lock: the loop's sink."""
 
     store: MessageStore
     message_id: str
+    owner: str = ""
+    lease_ms: int = 0
 
     def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> int:
-        return self.store.append(self.message_id, events, fields)
+        return self.store.append(self.message_id, events, fields, owner=self.owner, lease_ms=self.lease_ms)
 
     def finish(
         self, status: str, events: Sequence[ev.Event], fields: FieldValues | None = None
     ) -> str | None:
-        return self.store.finish(self.message_id, status, events, fields)
+        return self.store.finish(self.message_id, status, events, fields, owner=self.owner)
+
+
+@contextmanager
+def holding_lease(leases: Leases, message_id: str, owner: str) -> Iterator[None]:
+    """Renew ``owner``'s lease every third of its length until the block ends."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(leases.lease_ms / 3000):
+            try:
+                if not leases.renew(message_id, owner):
+                    return  # ended, deleted or taken over: appends are fenced anyway
+            except Exception:  # Redis blip: the next round retries before the lease lapses
+                log.warning("lease renewal failed", extra={"message_id": message_id})
+
+    thread = threading.Thread(target=renew, name=f"lease-{message_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=2)
 
 
 def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
-    """Run ``message_id`` if it is still pending; returns the status it ends with."""
-    store = runtime.store
-    before = store.claim(message_id, worker)
-    if before != PENDING:
-        log.info("skip", extra={"message_id": message_id, "status": before})
-        return before or "gone"
-    status = store.get_status(message_id) or {}
-    queue_wait_ms = round((time.time() - float(status.get("created_ts", time.time()))) * 1000, 1)
-    sink = BoundSink(store, message_id)
-    request = store.get_request(message_id)
-    spec = runtime.registry.resolve(status.get("model", "default"))
-    if request is None or spec is None:
-        reason = "request expired" if request is None else f"unknown model {status.get('model')!r}"
-        sink.finish(ERROR, [ev.error("api_error", reason)], {"error_message": reason})
-        return ERROR
-    store.append(message_id, [], {"queue_wait_ms": queue_wait_ms})
-    max_tokens = min(request.get("max_tokens") or spec.default_max_tokens, spec.max_output_tokens)
-    outcome: Outcome = run_generation(
+    """Run ``message_id`` if pending, resume it if its worker died; returns its final status."""
+    store, settings = runtime.store, runtime.settings
+    leases = Leases(store.redis, settings.lock_lease_seconds)
+    owner = f"{worker}:{os.getpid()}:{secrets.token_hex(4)}"
+    claim = store.claim(
         message_id,
-        request,
-        runtime.provider_for(spec),
-        sink,
-        max_tokens=max_tokens,
-        coalesce_seconds=runtime.settings.coalesce_ms / 1000,
+        worker,
+        owner=owner,
+        lease_ms=leases.lease_ms,
+        max_resumes=settings.max_resumes,
+        pid=os.getpid(),
     )
-    metrics.record(spec.id, status.get("queue") or spec.queue, queue_wait_ms, outcome)
+    if claim not in ("start", "resume", "exhausted"):
+        log.info("skip", extra={"message_id": message_id, "status": claim})
+        return claim
+    sink = BoundSink(store, message_id, owner, leases.lease_ms)
+    with holding_lease(leases, message_id, owner):
+        if claim == "exhausted":
+            state = resume_state(store.all_events(message_id))
+            if store.redis.exists(message_keys(message_id).cancel):  # a cancel asked for wins
+                return _end_cancelled(sink, state)
+            return _give_up(sink, f"its worker was lost more than {settings.max_resumes} times", state)
+        outcome = _run_claimed(runtime, sink, resumed=claim == "resume")
     log.info(
         "finished",
         extra={"message_id": message_id, "status": outcome.status, "output_tokens": outcome.output_tokens},
     )
     return outcome.status
+
+
+def _end_cancelled(sink: BoundSink, state: ResumeState) -> str:
+    """End a message that was cancelled while its worker was gone."""
+    opening: list[ev.Event] = []
+    if not state.started:
+        model = sink.store.get_field(sink.message_id, "model") or "default"
+        opening.append(ev.message_start(sink.message_id, model, 0))
+    open_block = state.index if state.open_kind is not None else None
+    output_tokens = int(sink.store.get_field(sink.message_id, "output_tokens") or 0)
+    ending = [*opening, *ev.cancelled_ending(open_block, output_tokens)]
+    return sink.finish(CANCELLED, ending) or CANCELLED
+
+
+def _give_up(sink: BoundSink, reason: str, state: ResumeState) -> str:
+    """End a message whose run cannot go on with a well-formed ``error`` ending."""
+    message = f"Generation could not be completed: {reason}."
+    ending: list[ev.Event] = []
+    if not state.started:
+        model = sink.store.get_field(sink.message_id, "model") or "default"
+        ending.append(ev.message_start(sink.message_id, model, 0))
+    elif state.open_kind is not None:
+        ending.append(ev.content_block_stop(state.index))
+    ending.append(ev.error("api_error", message))
+    status = sink.finish(ERROR, ending, {"error_message": message})
+    log.warning("gave up", extra={"message_id": sink.message_id, "reason": reason})
+    return status or ERROR
+
+
+def _run_claimed(runtime: Runtime, sink: BoundSink, *, resumed: bool) -> Outcome:
+    store, message_id = runtime.store, sink.message_id
+    status = store.get_status(message_id) or {}
+    request = store.get_request(message_id)
+    spec = runtime.registry.resolve(status.get("model", "default"))
+    if request is None or spec is None:
+        reason = "request expired" if request is None else f"unknown model {status.get('model')!r}"
+        sink.finish(ERROR, [ev.error("api_error", reason)], {"error_message": reason})
+        return Outcome(ERROR, error_message=reason)
+    max_tokens = min(request.get("max_tokens") or spec.default_max_tokens, spec.max_output_tokens)
+    provider = runtime.provider_for(spec)
+    coalesce = runtime.settings.coalesce_ms / 1000
+    state = resume_state(store.all_events(message_id)) if resumed else None
+    if state is None or not state.started:  # nothing was written yet: a plain (re)start
+        queue_wait_ms = round((time.time() - float(status.get("created_ts", time.time()))) * 1000, 1)
+        sink.append([], {"queue_wait_ms": queue_wait_ms})
+        outcome = run_generation(
+            message_id, request, provider, sink, max_tokens=max_tokens, coalesce_seconds=coalesce
+        )
+        metrics.record(spec.id, status.get("queue") or spec.queue, queue_wait_ms, outcome)
+        return outcome
+    if not state.resumable or not hasattr(provider, "resume_stream"):
+        reason = state.reason or f"provider {spec.provider!r} cannot resume"
+        final = _give_up(sink, f"its worker was lost mid-generation and {reason}", state)
+        return Outcome(final if final in TERMINAL_STATUSES else ERROR, error_message=reason)
+    log.info("resume", extra={"message_id": message_id, "chars": len(state.text)})
+    ttft = status.get("ttft_ms")
+    outcome = resume_generation(
+        message_id,
+        request,
+        provider,  # type: ignore[arg-type]  # checked by hasattr just above
+        sink,
+        max_tokens=max_tokens,
+        resume=Resume(state.text, int(status.get("output_tokens") or 0)),
+        open_index=state.index,
+        text_open=state.open_kind == "text",
+        ttft_ms=float(ttft) if ttft else None,
+        coalesce_seconds=coalesce,
+    )
+    queue_wait_ms = float(status.get("queue_wait_ms") or 0)
+    metrics.record(spec.id, status.get("queue") or spec.queue, queue_wait_ms, outcome)
+    return outcome

@@ -50,7 +50,7 @@ def create_async() -> Response:
     if message_id is not None:
         check_message_id(message_id)
     body = _chat_body(svc)
-    message_id, _ = submit(svc, body, message_id)
+    message_id, _ = submit(svc, body, message_id, idempotency_key=request.headers.get("Idempotency-Key"))
     return jsonify(
         {"message_id": message_id, "status": "pending", "message": "Request initiated successfully"}
     )
@@ -99,6 +99,7 @@ def cancel_message(message_id: str) -> Response:
 def delete_message(message_id: str) -> Response:
     """Delete status, request and events; a running generation stops."""
     svc = services()
+    require_status(svc, message_id)  # 404 when unknown or another key's
     if not svc.store.delete(message_id):
         require_status(svc, message_id)  # raises the 404
     return jsonify({"message_id": message_id, "deleted": True})

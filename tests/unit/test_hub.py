@@ -55,7 +55,7 @@ def hub(redis_url: str, store: MessageStore, name: str) -> Hub:
 def start(store: MessageStore, message_id: str = "m1") -> None:
     """A processing message with its message_start and an open text block."""
     assert store.create(message_id, {"messages": []}, {"model": "x"})
-    store.claim(message_id, "w")
+    store.claim(message_id, "w", owner="w", lease_ms=600_000, max_resumes=0)
     store.append(
         message_id, [ev.message_start(message_id, "x", 1), ev.content_block_start(0, ev.text_block())]
     )

@@ -8,13 +8,18 @@ from shared.store import CANCELLED, COMPLETED, PENDING, PROCESSING, InvalidCurso
 
 
 def _create(store, message_id="m1"):
-    assert store.create(message_id, {"model": "default", "messages": []}, {"model": "default"})
+    admission = store.create(message_id, {"model": "default", "messages": []}, {"model": "default"})
+    assert admission.outcome == "created"
+
+
+def _claim(store, message_id, worker):
+    return store.claim(message_id, worker, owner=worker, lease_ms=10_000, max_resumes=3)
 
 
 def test_create_refuses_an_existing_id(store):
     """A second create with the same id changes nothing."""
     _create(store)
-    assert not store.create("m1", {"other": 1}, {"model": "x"})
+    assert store.create("m1", {"other": 1}, {"model": "x"}).outcome == "exists"
     assert store.get_request("m1") == {"model": "default", "messages": []}
     assert store.get_status("m1")["status"] == PENDING
 
@@ -22,8 +27,8 @@ def test_create_refuses_an_existing_id(store):
 def test_claim_moves_pending_to_processing_once(store):
     """Only the first claim wins; the second sees processing."""
     _create(store)
-    assert store.claim("m1", "w1") == PENDING
-    assert store.claim("m1", "w2") == PROCESSING
+    assert _claim(store, "m1", "w1") == "start"
+    assert _claim(store, "m1", "w2") == "locked"
     status = store.get_status("m1")
     assert status["status"] == PROCESSING and status["worker"] == "w1"
 
@@ -32,7 +37,7 @@ def test_append_requires_processing_and_reports_cancel(store):
     """Appends are refused before the claim; a cancel flag is reported to the writer."""
     _create(store)
     assert store.append("m1", [ev.message_start("m1", "d", 1)]) == -1
-    store.claim("m1", "w")
+    _claim(store, "m1", "w")
     assert store.append("m1", [ev.message_start("m1", "d", 1)], {"input_tokens": 1}) == 0
     assert store.cancel("m1") == PROCESSING
     assert store.append("m1", [ev.text_delta(0, "x")]) == 1
@@ -42,7 +47,7 @@ def test_append_requires_processing_and_reports_cancel(store):
 def test_finish_is_terminal_and_never_changes(store):
     """After completed, neither cancel nor another finish changes anything."""
     _create(store)
-    store.claim("m1", "w")
+    _claim(store, "m1", "w")
     assert store.finish("m1", COMPLETED, [ev.message_stop()]) == COMPLETED
     assert store.finish("m1", CANCELLED, [ev.message_stop()]) == COMPLETED
     assert store.cancel("m1") == COMPLETED
@@ -57,13 +62,13 @@ def test_cancel_pending_writes_a_well_formed_cancelled_stream(store):
     assert store.cancel("m1") == CANCELLED
     types = [e.type for e in store.read_events("m1", "0-0")]
     assert types == ["message_start", "message_delta", "message_stop"]
-    assert store.claim("m1", "w") == CANCELLED
+    assert _claim(store, "m1", "w") == CANCELLED
 
 
 def test_read_events_after_a_cursor_is_exclusive(store):
     """Reading after an id gives exactly the later events."""
     _create(store)
-    store.claim("m1", "w")
+    _claim(store, "m1", "w")
     store.append("m1", [ev.message_start("m1", "d", 1), ev.text_delta(0, "a"), ev.text_delta(0, "b")])
     everything = store.read_events("m1", "0-0")
     assert len(everything) == 3
@@ -88,7 +93,7 @@ def test_unknown_cursor_is_refused(store):
 def test_delete_removes_every_key(store):
     """After delete, nothing of the message is readable."""
     _create(store)
-    store.claim("m1", "w")
+    _claim(store, "m1", "w")
     store.append("m1", [ev.message_start("m1", "d", 1)])
     assert store.delete("m1")
     assert store.get_status("m1") is None and store.get_request("m1") is None
@@ -100,7 +105,7 @@ def test_delete_removes_every_key(store):
 def test_every_key_has_a_ttl_and_finish_sets_retention(store):
     """Keys carry a TTL from their first write, and the retention TTL at the end."""
     _create(store)
-    store.claim("m1", "w")
+    _claim(store, "m1", "w")
     store.append("m1", [ev.message_start("m1", "d", 1)])
     ttls = store.ttls("m1")
     assert ttls and all(ttl > 0 for ttl in ttls.values())

@@ -89,3 +89,24 @@ class Provider(Protocol):
     def stream(self, request: dict[str, Any], max_tokens: int) -> ProviderStream:
         """Generate for a validated, normalised ChatBody."""
         ...
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a resumed generation picks up: the text already produced and its token count."""
+
+    text: str
+    tokens: int
+
+
+class ResumableProvider(Provider, Protocol):
+    """A provider that can continue a generation a dead worker left half done.
+
+    ``resume_stream`` yields ``Started`` and then only the deltas that come after
+    ``resume.text`` (fed to the model as the assistant turn's prefix); ``max_tokens`` is
+    the whole message's budget, of which ``resume.tokens`` are spent.
+    """
+
+    def resume_stream(self, request: dict[str, Any], max_tokens: int, resume: Resume) -> ProviderStream:
+        """Continue a generation after ``resume.text``."""
+        ...

@@ -15,7 +15,7 @@ from typing import Any
 
 from shared.models import ModelSpec
 from shared.prompt import chat_turns
-from workers.providers.base import Finished, ProviderError, ProviderStream, Started, TextDelta
+from workers.providers.base import Finished, ProviderError, ProviderStream, Resume, Started, TextDelta
 
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -87,14 +87,29 @@ class LlamaCppProvider:
         return tokens
 
     def stream(self, request: dict[str, Any], max_tokens: int) -> ProviderStream:
+        """Generate for the request's prompt."""
+        return self._generate(request, max_tokens, None)
+
+    def resume_stream(self, request: dict[str, Any], max_tokens: int, resume: Resume) -> ProviderStream:
+        """Continue after ``resume.text``: the prompt plus the text already produced."""
+        return self._generate(request, max_tokens, resume)
+
+    def _generate(self, request: dict[str, Any], max_tokens: int, resume: Resume | None) -> ProviderStream:
         import llama_cpp
 
         tokens = self.prompt_tokens(request)
+        input_tokens = len(tokens)
+        if resume is not None:
+            tokens += self.llm.tokenize(resume.text.encode(), add_bos=False, special=False)
+            max_tokens -= resume.tokens
         room = self.llm.n_ctx() - len(tokens)
         if room < 1:
             raise ProviderError(f"prompt is {len(tokens)} tokens; the context window is {self.llm.n_ctx()}")
         budget = min(max_tokens, room)
-        yield Started(input_tokens=len(tokens), model=self.model)
+        yield Started(input_tokens=input_tokens, model=self.model)
+        if budget < 1:
+            yield Finished("max_tokens")
+            return
         params = {
             k: request.get(k) if request.get(k) is not None else v for k, v in SAMPLING_DEFAULTS.items()
         }

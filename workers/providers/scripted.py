@@ -32,6 +32,7 @@ from workers.providers.base import (
     ProviderError,
     ProviderEvent,
     ProviderStream,
+    Resume,
     Started,
     TextDelta,
     ThinkingDelta,
@@ -130,6 +131,14 @@ class ScriptedProvider:
         yield Finished("max_tokens")
 
     def stream(self, request: dict[str, Any], max_tokens: int) -> ProviderStream:
+        """Play the script (or the text) from its first token."""
+        return self._play(request, max_tokens, 0)
+
+    def resume_stream(self, request: dict[str, Any], max_tokens: int, resume: Resume) -> ProviderStream:
+        """Continue after the ``resume.tokens`` tokens already produced (skipped, not paced)."""
+        return self._play(request, max_tokens, resume.tokens)
+
+    def _play(self, request: dict[str, Any], max_tokens: int, skip: int) -> ProviderStream:
         input_tokens = sum(len(block_text(m["content"]).split()) for m in request["messages"])
         yield Started(input_tokens=input_tokens, model=self.model)
         interval = 1.0 / self.tokens_per_second if self.tokens_per_second > 0 else 0.0
@@ -148,10 +157,12 @@ class ScriptedProvider:
             if produced >= max_tokens:
                 yield Finished("max_tokens")
                 return
+            produced += 1
+            if produced <= skip:
+                continue
             if interval:
                 deadline += interval
                 pause = deadline - time.monotonic()
                 if pause > 0:
                     time.sleep(pause)
-            produced += 1
             yield item

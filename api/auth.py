@@ -1,0 +1,86 @@
+"""API keys: who is calling, as a tenant id derived from the key's hash.
+
+Auth is on when ``SLUICE_API_KEYS`` (comma-separated) or ``SLUICE_API_KEYS_FILE`` (one key
+a line, ``#`` comments) names keys. Keys are kept only as SHA-256 digests and compared
+with ``hmac.compare_digest``; they are never logged. A request carries its key as
+``Authorization: Bearer <key>`` or ``x-api-key: <key>``. ``/health`` (and the API docs)
+are always open; ``/ready`` and ``/metrics`` are open unless
+``SLUICE_PROTECT_OPS_ENDPOINTS`` is true.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+
+from flask import Flask, g, request
+
+from api.errors import ApiError
+from shared.settings import Settings
+from shared.store import ANONYMOUS
+
+ALWAYS_OPEN = frozenset({"/health", "/openapi.json", "/docs"})
+OPS_ENDPOINTS = frozenset({"/ready", "/metrics"})
+
+
+class Unauthenticated(ApiError):
+    """401 authentication_error: auth is on and the key is missing or wrong."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(401, message, headers={"WWW-Authenticate": 'Bearer realm="sluice"'})
+
+
+def digest(key: str) -> str:
+    """The SHA-256 hex digest of a key."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def key_digests(settings: Settings) -> tuple[str, ...]:
+    """Digests of the configured keys (empty: auth is off)."""
+    raw: list[str] = (settings.api_keys or "").split(",")
+    if settings.api_keys_file:
+        raw += Path(settings.api_keys_file).read_text().splitlines()
+    keys = {line.strip() for line in raw if line.strip() and not line.strip().startswith("#")}
+    return tuple(sorted(digest(key) for key in keys))
+
+
+def presented_key() -> str | None:
+    """The key the request carries, from ``Authorization: Bearer`` or ``x-api-key``."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("x-api-key", "").strip() or None
+
+
+def tenant_of(key_digest: str) -> str:
+    """The tenant id stored with a key's messages: a prefix of its digest (not the key)."""
+    return key_digest[:32]
+
+
+def current_tenant() -> str:
+    """The tenant of the current request (``anonymous`` while auth is off)."""
+    return str(g.get("tenant", ANONYMOUS))
+
+
+def install_auth(app: Flask, settings: Settings) -> None:
+    """Check every request's key before its view runs, when keys are configured."""
+    digests = key_digests(settings)
+    if not digests:
+        return
+    open_paths = ALWAYS_OPEN if settings.protect_ops_endpoints else ALWAYS_OPEN | OPS_ENDPOINTS
+
+    @app.before_request
+    def _authenticate() -> None:
+        if request.path in open_paths:
+            return
+        key = presented_key()
+        if key is None:
+            raise Unauthenticated("Missing API key: send Authorization: Bearer <key> or x-api-key.")
+        wanted = digest(key)
+        # Compare against every digest so the time taken does not reveal which one matched.
+        matches = [hmac.compare_digest(wanted, known) for known in digests]
+        if not any(matches):
+            raise Unauthenticated("Invalid API key.")
+        g.tenant = tenant_of(wanted)
