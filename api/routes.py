@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, Flask
 
-from api.views import health, messages
+from api.views import health, messages, page
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,8 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("/health", ("GET",), health.health, "health", "Liveness"),
     Route("/ready", ("GET",), health.ready, "health", "Readiness"),
+    Route("/", ("GET",), page.index, "page", "The observer page"),
+    Route("/static/<path:filename>", ("GET",), page.static_file, "page", "Files of the observer page"),
 )
 
 

@@ -108,7 +108,9 @@ def watch_stream(client: SluiceClient, message_id: str, as_json: bool, after: st
             status: dict[str, Any] | None = client.status(message_id)
         except ClientError:
             status = None
-        Console(stderr=True).print(summary(message_id, outcome, status, view.stats), highlight=False)
+        Console(stderr=True).print(
+            summary(message_id, outcome, status, view.stats), highlight=False, soft_wrap=True
+        )
     return outcome.exit_code
 
 
