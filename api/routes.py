@@ -65,7 +65,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/health", ("GET",), health.health, "health", "Liveness"),
     Route("/ready", ("GET",), health.ready, "health", "Readiness"),
     Route("/", ("GET",), page.index, "page", "The observer page"),
-    Route("/static/<path:filename>", ("GET",), page.static_file, "page", "Files of the observer page"),
+    Route("/ui/<path:filename>", ("GET",), page.static_file, "page", "Files of the observer page"),
 )
 
 

@@ -1,4 +1,7 @@
-"""The observer page: ``/`` and its static files (plain HTML, CSS and JS; no build step)."""
+"""The observer page: ``/`` and its files under ``/ui/`` (plain HTML, CSS and JS from ``api/static/``; no build step).
+
+Not ``/static/``: Flask keeps that rule for the app's own static folder, and it would win.
+"""
 
 from __future__ import annotations
 
