@@ -123,7 +123,13 @@ class CutProxy:
 
     @staticmethod
     def _reset(sock: socket.socket) -> None:
-        """Close with RST, like a dropped network path (not a polite FIN)."""
+        """Close with RST, like a dropped network path (not a polite FIN).
+
+        ``shutdown(SHUT_RD)`` first: it wakes the other pump blocked in ``recv`` on this socket
+        (a bare ``close`` would not, and the connection would stay open), and sends nothing.
+        """
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.shutdown(socket.SHUT_RD)
+        with contextlib.suppress(OSError):
             sock.close()
