@@ -90,12 +90,20 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
 class SluiceClient:
     """The API at ``base_url``; every call raises ``ClientError`` subclasses, never httpx's."""
 
-    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.base_url,
             headers={**auth_headers(api_key), "user-agent": "sluice-cli"},
             timeout=timeout,
+            transport=transport,
         )
 
     def close(self) -> None:

@@ -18,8 +18,18 @@ STYLES = {"text": "", "thinking": "dim italic", "tool_use": "cyan"}
 STATUS_STYLES = {"completed": "green", "cancelled": "yellow", "error": "red"}
 
 
+def position_seconds(event_id: str | None) -> float | None:
+    """Server time of a stream position (a Redis stream id is ``<ms>-<seq>``), in seconds."""
+    head = (event_id or "").partition("-")[0]
+    return int(head) / 1000 if head.isdigit() else None
+
+
 class Stats:
-    """Live counting for the status line: deltas as tokens, rate since the first one."""
+    """Live counting for the status line: deltas as tokens, rate since the first one.
+
+    Times come from the events' positions (server time), so replaying a finished stream
+    shows the rate it was generated at, not the speed of the replay.
+    """
 
     def __init__(self) -> None:
         self.started = time.monotonic()
@@ -33,7 +43,7 @@ class Stats:
         if frame.event == "message_start":
             self.phase = "generating"
         elif frame.event == "content_block_delta":
-            now = time.monotonic()
+            now = position_seconds(frame.id) or time.monotonic()
             self.first_delta = self.first_delta or now
             self.last_delta = now
             self.deltas += 1
