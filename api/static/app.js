@@ -183,7 +183,7 @@ class Watch {
   fail(error) {
     this.done = true;
     this.stop();
-    if (error.status === 404) this.showStatus("deleted");
+    if (error.status === 404) this.showStatus("not found");
     $("viewer-error").textContent = error.message;
     this.showConnection("");
     this.setButtons();
@@ -288,7 +288,7 @@ class Watch {
     this.status = status;
     const badge = $("status");
     badge.textContent = status;
-    badge.className = `badge ${status}`;
+    badge.className = `badge ${status.replace(/\W+/g, "-")}`;
     this.setButtons();
   }
 
@@ -297,9 +297,9 @@ class Watch {
   }
 
   setButtons() {
-    const ended = FINAL_STATUSES.has(this.status) || this.status === "deleted";
-    $("cancel").disabled = ended;
-    $("delete").disabled = this.status === "deleted";
+    const gone = this.status === "deleted" || this.status === "not found";
+    $("cancel").disabled = gone || FINAL_STATUSES.has(this.status);
+    $("delete").disabled = gone;
   }
 }
 

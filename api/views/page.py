@@ -1,6 +1,7 @@
-"""The observer page: ``/`` and its files under ``/ui/`` (plain HTML, CSS and JS from ``api/static/``; no build step).
+"""The observer page: ``/`` and its files under ``/ui/`` (from ``api/static/``; no build step).
 
-Not ``/static/``: Flask keeps that rule for the app's own static folder, and it would win.
+Plain HTML, CSS and JS. Not under ``/static/``: Flask keeps that rule for the app's own
+static folder, and it would win.
 """
 
 from __future__ import annotations

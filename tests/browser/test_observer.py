@@ -148,3 +148,13 @@ def test_api_key_is_typed_once_and_sent_with_every_call(live, page: Page):
         assert headers.get("x-api-key") == "page-secret-1", url
         assert headers.get("authorization") == "Bearer page-secret-1", url
     assert not any("page-secret-1" in url for url, _ in sent)
+
+
+def test_unknown_id_says_not_found(live, page: Page):
+    """Following an id the API does not know shows 'not found' and the API's message."""
+    page.goto(f"{live.api}/#no-such-message")
+    expect(page.locator("#status")).to_have_text("not found")
+    expect(page.locator("#viewer-error")).to_have_text(
+        "404 not_found_error: Stream with message_id no-such-message not found"
+    )
+    expect(page.locator("#cancel")).to_be_disabled()
