@@ -20,7 +20,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 #: Generous: the machine is shared, and a cold model or a busy worker can take a while.
-TIMEOUT_MS = 90_000
+TIMEOUT_MS = 240_000
 
 expect.set_options(timeout=TIMEOUT_MS)
 

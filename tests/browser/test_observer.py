@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httpx
@@ -17,6 +19,14 @@ pytestmark = pytest.mark.integration
 
 LONG_PROMPT = "Write a very long essay about the history of the ocean."
 SOME_TEXT = re.compile(r"\w{2}")
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 240) -> None:
+    """Poll ``predicate`` until true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
 def submit_form(page: Page, prompt: str, max_tokens: int) -> str:
@@ -56,7 +66,7 @@ def test_submit_streams_text_and_shows_metrics(live, page: Page):
 def test_follow_a_pasted_id(live, page: Page):
     """Pasting a finished message's id replays its whole stream."""
     message_id = submit(live.api, body("Name three colours.", max_tokens=24, seed=4))
-    wait_status(live.api, message_id, {"completed"})
+    wait_status(live.api, message_id, {"completed"}, timeout=240)
     page.goto(live.api + "/")
     page.fill("#follow-id", message_id)
     page.click("#follow-form button")
@@ -81,12 +91,17 @@ def test_cancel_button_stops_the_generation(live, page: Page):
 def test_reload_mid_stream_continues_without_duplicates(live, page: Page):
     """Reloading while the text streams picks the message up again and shows its text exactly once."""
     page.goto(live.api + "/")
-    message_id = submit_form(page, LONG_PROMPT, 150)
+    message_id = submit_form(page, LONG_PROMPT, 3000)
     expect(page.locator("#output .block.text")).to_have_text(SOME_TEXT)
+    before = shown_text(page)
     assert status(live.api, message_id)["status"] == "processing"
     page.reload()
     expect(page.locator("#message-id")).to_have_text(message_id)
-    expect(page.locator("#status")).to_have_text("completed")
+    wait_until(lambda: len(shown_text(page)) > len(before), "the text to go on after the reload")
+    assert shown_text(page).startswith(before)
+    httpx.post(f"{live.api}/v1/messages/async/{message_id}/cancel", timeout=10)
+    expect(page.locator("#status")).to_have_text("cancelled")
+    expect(page.locator("#connection")).to_have_text("ended")
     assert shown_text(page) == text_of(observe(live.api, message_id))
 
 
@@ -118,7 +133,7 @@ def test_dropped_connection_resumes_with_last_event_id(live, page: Page):
 def test_delete_button_removes_the_message(live, page: Page):
     """Delete removes the message on the server and the page says so."""
     message_id = submit(live.api, body(max_tokens=8, seed=2))
-    wait_status(live.api, message_id, {"completed"})
+    wait_status(live.api, message_id, {"completed"}, timeout=240)
     page.goto(f"{live.api}/#{message_id}")
     expect(page.locator("#status")).to_have_text("completed")
     page.click("#delete")
