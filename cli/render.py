@@ -226,7 +226,8 @@ class PlainView:
 
     def reconnecting(self, attempt: int, reason: str) -> None:
         """One note on stderr."""
-        self.err.write(f"\n[connection lost ({reason}); resuming, attempt {attempt}]\n")
+        start = "" if self.ends_with_newline else "\n"
+        self.err.write(f"{start}[connection lost ({reason}); resuming, attempt {attempt}]\n")
         self.err.flush()
 
 

@@ -80,16 +80,19 @@ def follow(
 ) -> Outcome:
     """Feed ``view`` every event after ``after`` until the terminal one, resuming from the last id seen.
 
-    Gives up (``Unreachable``) when no connection delivers anything for ``reconnect_for`` seconds;
-    an API refusal (404 deleted, 400 cursor) is raised at once, except 5xx answers, which are retried.
+    A first connection that fails is reported at once (``Unreachable``); once connected, it gives
+    up only when no connection delivers anything for ``reconnect_for`` seconds. An API refusal
+    (404 deleted, 400 cursor) is raised at once, except 5xx answers, which are retried.
     """
     outcome = Outcome()
     last = after
     attempt = 0
     lost_since: float | None = None
+    connected = False
     while True:
         try:
             with client.stream(message_id, last, read_timeout) as frames:
+                connected = True
                 for frame in frames:
                     attempt, lost_since = 0, None
                     if frame.event == "ping":
@@ -103,9 +106,11 @@ def follow(
                         return outcome
             reason = "the stream ended before its last event"
         except Unreachable as exc:
+            if not connected:
+                raise Unreachable(f"cannot reach {client.base_url}: {exc}") from None
             reason = str(exc)
         except ApiError as exc:
-            if exc.status < 500:
+            if exc.status < 500 or not connected:
                 raise
             reason = str(exc)
         now = time.monotonic()

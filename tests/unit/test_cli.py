@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import httpx
 import pytest
@@ -106,13 +107,31 @@ def test_not_found_is_raised_without_retrying():
 
 
 def test_gives_up_when_the_connection_stays_lost():
-    """With nothing delivered for ``reconnect_for`` seconds, follow raises ``Unreachable``."""
+    """Once connected, with nothing delivered for ``reconnect_for`` seconds, follow raises ``Unreachable``."""
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            return httpx.Response(200, content=sse([START]))
+        raise httpx.ConnectError("Connection refused")
+
+    view = Recorder()
+    with pytest.raises(Unreachable, match=re.escape("not regained within 0.3s")):
+        follow(client_for(handler), "m1", view, reconnect_for=0.3)
+    assert len(view.reconnects) >= 2
+
+
+def test_first_connection_failing_is_reported_at_once():
+    """An API that cannot be reached at all is an error straight away, not a reconnect loop."""
 
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("Connection refused")
 
-    with pytest.raises(Unreachable, match="not regained"):
-        follow(client_for(handler), "m1", Recorder(), reconnect_for=0.2)
+    view = Recorder()
+    with pytest.raises(Unreachable, match=re.escape("cannot reach http://sluice.test: Connection refused")):
+        follow(client_for(handler), "m1", view)
+    assert view.reconnects == []
 
 
 def test_live_view_sets_thinking_apart_and_prints_whole_lines():
