@@ -86,9 +86,9 @@ def chat_body(prompt: str, fields: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def print_json(value: Any) -> None:
-    """One JSON document on stdout."""
-    click.echo(json.dumps(value, ensure_ascii=False))
+def answer_out(answer: dict[str, Any], as_json: bool, line: str) -> None:
+    """The API's answer as JSON for scripts, or ``line`` for people."""
+    click.echo(json.dumps(answer, ensure_ascii=False) if as_json else line)
 
 
 def watch_stream(client: SluiceClient, message_id: str, as_json: bool, after: str | None) -> int:
@@ -131,7 +131,7 @@ def submit(
     """Start a background generation for PROMPT (- reads stdin) and print its id."""
     with SluiceClient(url, api_key) as client:
         answer = client.submit(chat_body(prompt, fields), message_id)
-    print_json(answer) if as_json else click.echo(answer["message_id"])
+    answer_out(answer, as_json, answer["message_id"])
 
 
 @main.command()
@@ -170,7 +170,7 @@ def status(message_id: str, url: str, api_key: str | None, as_json: bool) -> Non
     with SluiceClient(url, api_key) as client:
         answer = client.status(message_id)
     if as_json:
-        print_json(answer)
+        answer_out(answer, as_json, "")
         return
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -192,7 +192,7 @@ def cancel(message_id: str, url: str, api_key: str | None, as_json: bool) -> Non
     """Cancel MESSAGE_ID (a message that already ended stays as it is)."""
     with SluiceClient(url, api_key) as client:
         answer = client.cancel(message_id)
-    print_json(answer) if as_json else click.echo(f"{message_id}: {answer['status']}")
+    answer_out(answer, as_json, f"{message_id}: {answer['status']}")
 
 
 @main.command()
@@ -203,4 +203,4 @@ def delete(message_id: str, url: str, api_key: str | None, as_json: bool) -> Non
     """Delete MESSAGE_ID: stop it if running, remove its status and events."""
     with SluiceClient(url, api_key) as client:
         answer = client.delete(message_id)
-    print_json(answer) if as_json else click.echo(f"{message_id}: deleted")
+    answer_out(answer, as_json, f"{message_id}: deleted")
