@@ -3,7 +3,8 @@
 Auth is on when ``SLUICE_API_KEYS`` (comma-separated) or ``SLUICE_API_KEYS_FILE`` (one key
 a line, ``#`` comments) names keys. Keys are kept only as SHA-256 digests and compared
 with ``hmac.compare_digest``; they are never logged. A request carries its key as
-``Authorization: Bearer <key>`` or ``x-api-key: <key>``. ``/health`` (and the API docs)
+``Authorization: Bearer <key>`` or ``x-api-key: <key>``. ``/health``, the API docs and the
+observer page's static files (``/``, ``/ui/*``)
 are always open; ``/ready`` and ``/metrics`` are open unless
 ``SLUICE_PROTECT_OPS_ENDPOINTS`` is true.
 """
@@ -20,7 +21,9 @@ from api.errors import ApiError
 from shared.settings import Settings
 from shared.store import ANONYMOUS
 
-ALWAYS_OPEN = frozenset({"/health", "/openapi.json", "/docs"})
+ALWAYS_OPEN = frozenset({"/health", "/openapi.json", "/docs", "/"})
+#: The observer page's own files: public, the page asks for the key and sends it itself.
+OPEN_PREFIXES = ("/ui/",)
 OPS_ENDPOINTS = frozenset({"/ready", "/metrics"})
 
 
@@ -73,7 +76,7 @@ def install_auth(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def _authenticate() -> None:
-        if request.path in open_paths:
+        if request.path in open_paths or request.path.startswith(OPEN_PREFIXES):
             return
         key = presented_key()
         if key is None:

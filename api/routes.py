@@ -9,7 +9,7 @@ from typing import Any
 from flask import Blueprint, Flask
 
 from api import metrics
-from api.views import health, messages
+from api.views import health, messages, page
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,8 @@ ROUTES: tuple[Route, ...] = (
     Route("/health", ("GET",), health.health, "health", "Liveness"),
     Route("/ready", ("GET",), health.ready, "health", "Readiness"),
     Route("/metrics", ("GET",), metrics.metrics_view, "metrics", "Prometheus metrics"),
+    Route("/", ("GET",), page.index, "page", "The observer page"),
+    Route("/ui/<path:filename>", ("GET",), page.static_file, "page", "Files of the observer page"),
 )
 
 

@@ -73,6 +73,15 @@ def test_health_is_open_and_ready_is_open_by_default(secured):
     assert httpx.get(f"{api}/ready", timeout=10).status_code in (200, 503)
 
 
+def test_observer_page_loads_without_a_key(secured):
+    """The page and its files are public: it asks for the key and sends it on API calls."""
+    _, api = secured
+    page = httpx.get(f"{api}/", timeout=10)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert httpx.get(f"{api}/ui/app.js", timeout=10).status_code == 200
+    assert httpx.get(f"{api}/v1/messages/async/x/status", timeout=10).status_code == 401
+
+
 def test_ops_endpoints_can_be_protected(make_stack):
     """With SLUICE_PROTECT_OPS_ENDPOINTS, /ready needs a key; /health stays open."""
     stack = make_stack(SLUICE_API_KEYS=KEYS, SLUICE_PROTECT_OPS_ENDPOINTS="true")
