@@ -32,7 +32,7 @@ from shared.store import (
 )
 
 #: How long a cancel call waits for a running generation to reach its terminal state.
-CANCEL_WAIT_SECONDS = 2.0
+CANCEL_WAIT_SECONDS = 5.0
 #: Retry-After of a 529 (queue full) and of a 429 for too many messages in flight.
 OVERLOADED_RETRY_AFTER_SECONDS = 5
 BUSY_RETRY_AFTER_SECONDS = 1

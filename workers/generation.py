@@ -123,6 +123,10 @@ class _Run:
     stop_reason: str = "end_turn"
     stop_sequence: str | None = None
     reported_tokens: int | None = None
+    #: Whether the stream already has its message_start (written here, or by a run resumed).
+    opened: bool = False
+    #: The model named in message_start when the provider fails before saying which one runs.
+    model_hint: str = "default"
     #: The provider's final prompt count, when it differs from what message_start said.
     late_input_tokens: dict[str, int] = field(default_factory=dict)
     #: Hold deltas up to this long and write them merged (0: write after every provider event).
@@ -225,6 +229,7 @@ def run_generation(
     written as one merged delta (fewer appends and entries; the first delta is never held).
     """
     run = _Run(message_id, sink, StopScanner(request.get("stop_sequences")), coalesce_s=coalesce_seconds)
+    run.model_hint = str(request.get("model") or "default")
     return _guarded(run, provider.stream(request, max_tokens), resumed=False)
 
 
@@ -251,6 +256,7 @@ def resume_generation(
         coalesce_s=coalesce_seconds,
     )
     run.blocks = _Blocks(index=open_index, kind="text" if text_open else None, tokens=resume.tokens)
+    run.opened = True
     return _guarded(run, provider.resume_stream(request, max_tokens, resume), resumed=True)
 
 
@@ -262,11 +268,25 @@ def _guarded(run: _Run, stream: ProviderStream, *, resumed: bool) -> Outcome:
         stream.close()
         message = str(exc) or type(exc).__name__
         error_type = exc.error_type if isinstance(exc, ProviderError) else "api_error"
-        held = run.take() if run.coalesce_s else []  # deltas coalescing still held reach the stream
-        sink.finish(ERROR, [*held, ev.error(error_type, message)], {"error_message": message, **run.stats()})
+        sink.finish(
+            ERROR,
+            [*_failed_ending(run), ev.error(error_type, message)],
+            {"error_message": message, **run.stats()},
+        )
         return run.outcome(ERROR, None, message)
     finally:
         stream.close()
+
+
+def _failed_ending(run: _Run) -> list[ev.Event]:
+    """What must precede the ``error`` event so the stream stays well-formed: the
+    ``message_start`` if none was written, held deltas, and the close of an open block."""
+    ending = [] if run.opened else [ev.message_start(run.message_id, run.model_hint, run.input_tokens)]
+    ending.extend(run.take())
+    if run.blocks.kind is not None:
+        ending.append(ev.content_block_stop(run.blocks.index))
+        run.blocks.kind = None
+    return ending
 
 
 def _drive(run: _Run, stream: ProviderStream, resumed: bool = False) -> Outcome:
@@ -276,6 +296,7 @@ def _drive(run: _Run, stream: ProviderStream, resumed: bool = False) -> Outcome:
     run.input_tokens = started.input_tokens
     opening = [] if resumed else [ev.message_start(run.message_id, started.model, started.input_tokens)]
     signal = run.sink.append(opening, {"input_tokens": started.input_tokens, "model_ran": started.model})
+    run.opened = True
     for item in stream if signal == GO_ON else ():
         done = run.apply(item)
         if done:

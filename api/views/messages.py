@@ -50,10 +50,11 @@ def create_async() -> Response:
     if message_id is not None:
         check_message_id(message_id)
     body = _chat_body(svc)
-    message_id, _ = submit(svc, body, message_id, idempotency_key=request.headers.get("Idempotency-Key"))
-    return jsonify(
-        {"message_id": message_id, "status": "pending", "message": "Request initiated successfully"}
-    )
+    idempotency_key = request.headers.get("Idempotency-Key")
+    message_id, _ = submit(svc, body, message_id, idempotency_key=idempotency_key)
+    # A repeated Idempotency-Key answers with the first message, which may have moved on.
+    status = (svc.store.get_field(message_id, "status") if idempotency_key else None) or "pending"
+    return jsonify({"message_id": message_id, "status": status, "message": "Request initiated successfully"})
 
 
 def _cursor(svc: Services, message_id: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from tests.reliability.helpers import chat, post, queued_tasks, stored_messages
@@ -45,6 +46,18 @@ def test_same_key_with_another_body_is_a_conflict(make_stack):
     assert other.status_code == 409
     assert other.json()["error"]["type"] == "conflict_error"
     assert stored_messages(stack.redis) == 1 and queued_tasks(stack.redis) == 1
+
+
+def test_a_repeat_reports_the_first_message_as_it_is_now(make_stack):
+    """A repeated Idempotency-Key answers with the first message's current status, not 'pending'."""
+    _, api = _api(make_stack)
+    first = post(api, chat(max_tokens=5), {"Idempotency-Key": "k2"})
+    message_id = first.json()["message_id"]
+    assert first.json()["status"] == "pending"
+    cancel = httpx.post(f"{api}/v1/messages/async/{message_id}/cancel", timeout=10)
+    assert cancel.json()["status"] == "cancelled"
+    again = post(api, chat(max_tokens=5), {"Idempotency-Key": "k2"})
+    assert again.json() == {**first.json(), "status": "cancelled"}
 
 
 def test_concurrent_same_custom_id_creates_exactly_one(make_stack):

@@ -158,3 +158,30 @@ def test_block_kinds_open_and_close_in_order():
     starts = [e["index"] for e in sink.events if e["type"] == "content_block_start"]
     stops = [e["index"] for e in sink.events if e["type"] == "content_block_stop"]
     assert starts == stops == [0, 1, 2]
+
+
+class FailingBeforeStart:
+    """Fails before saying which model runs (an upstream that never answered)."""
+
+    def stream(self, request, max_tokens):
+        from workers.providers.base import ProviderError
+
+        raise ProviderError("upstream unreachable after 3 attempts")
+        yield  # a generator
+
+
+def test_failure_before_start_still_begins_with_message_start():
+    """A provider failing before Started gives message_start, then the error: well-formed."""
+    sink = ListSink()
+    outcome = run_generation("m", {**REQUEST, "model": "gpt"}, FailingBeforeStart(), sink, max_tokens=10)
+    assert outcome.status == "error"
+    assert types(sink) == ["message_start", "error"]
+    assert sink.events[0]["message"]["model"] == "gpt"
+
+
+def test_failure_mid_block_closes_the_block_before_the_error():
+    """An error while a text block is open closes it, then ends with the error event."""
+    sink = ListSink()
+    run_generation("m", REQUEST, provider(fail_after=3), sink, max_tokens=100)
+    assert types(sink)[-2:] == ["content_block_stop", "error"]
+    assert sum(t == "content_block_start" for t in types(sink)) == 1
