@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from shared import events as ev
 from shared.store import CANCELLED, COMPLETED, ERROR, FieldValues
 from workers.providers.base import (
+    Cancelled,
     Finished,
     Provider,
     ProviderError,
@@ -26,6 +27,8 @@ from workers.providers.base import (
     ThinkingDelta,
     ToolInputDelta,
     ToolUseStart,
+    reset_cancel_probe,
+    set_cancel_probe,
 )
 from workers.stops import StopScanner
 
@@ -262,8 +265,21 @@ def resume_generation(
 
 def _guarded(run: _Run, stream: ProviderStream, *, resumed: bool) -> Outcome:
     sink = run.sink
+    signal = [GO_ON]
+
+    def probe() -> bool:
+        """Polled by a provider while it waits: an empty append answers the cancel flag."""
+        signal[0] = sink.append([], None)
+        return signal[0] != GO_ON
+
+    token = set_cancel_probe(probe)
     try:
         return _drive(run, stream, resumed)
+    except Cancelled:
+        stream.close()
+        if signal[0] == GONE:
+            return run.outcome("deleted", None)
+        return _end_cancelled(run)
     except Exception as exc:  # any failure ends the stream well-formed, never silently
         stream.close()
         message = str(exc) or type(exc).__name__
@@ -275,7 +291,18 @@ def _guarded(run: _Run, stream: ProviderStream, *, resumed: bool) -> Outcome:
         )
         return run.outcome(ERROR, None, message)
     finally:
+        reset_cancel_probe(token)
         stream.close()
+
+
+def _end_cancelled(run: _Run) -> Outcome:
+    """The well-formed cancelled ending, whatever the run had written so far."""
+    run.take()  # nothing more reaches the stream after a cancel was seen
+    opening = [] if run.opened else [ev.message_start(run.message_id, run.model_hint, run.input_tokens)]
+    open_block = run.blocks.index if run.blocks.kind is not None else None
+    ending = [*opening, *ev.cancelled_ending(open_block, run.output_tokens)]
+    status = run.sink.finish(CANCELLED, ending, run.stats())
+    return run.outcome(status or CANCELLED, "cancelled")
 
 
 def _failed_ending(run: _Run) -> list[ev.Event]:
@@ -308,11 +335,7 @@ def _drive(run: _Run, stream: ProviderStream, resumed: bool = False) -> Outcome:
     if signal == GONE:
         return run.outcome("deleted", None)
     if signal == CANCEL_ASKED:
-        run.blocks.take()  # nothing more reaches the stream after a cancel was seen
-        open_block = run.blocks.index if run.blocks.kind is not None else None
-        ending = ev.cancelled_ending(open_block, run.output_tokens)
-        status = run.sink.finish(CANCELLED, ending, run.stats())
-        return run.outcome(status or CANCELLED, "cancelled")
+        return _end_cancelled(run)
     if run.stop_sequence is None:
         run.blocks.text(run.scanner.flush(), 0)
     run.blocks.close()

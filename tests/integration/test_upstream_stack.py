@@ -8,6 +8,7 @@ Sluice stack (``live``) reached through its Anthropic-compatible ``/v1/messages`
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -45,6 +46,12 @@ backoff = 0.05
 [models.dropper]
 provider = "openai"
 base_url = "{faulty}/drop/v1"
+
+[models.slowfirst]
+provider = "openai"
+base_url = "{faulty}/slowfirst/v1"
+[models.slowfirst.timeouts]
+first_token = 120
 
 [models.endless]
 provider = "openai"
@@ -165,6 +172,20 @@ def test_cancel_closes_the_upstream_connection(upstream_api, faulty_upstream):  
     check_grammar(frames)
     assert frames[-2].data["delta"]["stop_reason"] == "cancelled"
     wait_for(lambda: faulty_upstream.log("endless")["hangups"] >= 1, 10, "the upstream to see the hang-up")
+
+
+def test_cancel_while_waiting_for_the_first_token_is_prompt(upstream_api):
+    """A cancel while the upstream has not sent a token ends the message at once, well-formed."""
+    message_id = submit(upstream_api, body(model="slowfirst"))
+    wait_status(upstream_api, message_id, {"processing"})
+    started = time.monotonic()
+    response = httpx.post(f"{upstream_api}/v1/messages/async/{message_id}/cancel", timeout=30)
+    assert response.json()["status"] == "cancelled"
+    assert time.monotonic() - started < 20  # far below the 120 s first-token timeout
+    frames = observe(upstream_api, message_id)
+    check_grammar(frames)
+    assert [f.event for f in frames] == ["message_start", "message_delta", "message_stop"]
+    assert frames[1].data["delta"]["stop_reason"] == "cancelled"
 
 
 def test_scripted_agent_plays_thinking_text_and_a_tool_call(upstream_api):

@@ -185,3 +185,30 @@ def test_failure_mid_block_closes_the_block_before_the_error():
     run_generation("m", REQUEST, provider(fail_after=3), sink, max_tokens=100)
     assert types(sink)[-2:] == ["content_block_stop", "error"]
     assert sum(t == "content_block_start" for t in types(sink)) == 1
+
+
+class WaitsForFirstToken:
+    """Waits (cancellably) for a first token that never comes, like a slow upstream."""
+
+    def stream(self, request, max_tokens):
+        from workers.providers.base import wait_cancellable
+
+        wait_cancellable(30.0)
+        raise AssertionError("the wait should have been cancelled")
+        yield  # a generator
+
+
+def test_cancel_while_a_provider_waits_ends_cancelled_and_well_formed():
+    """A cancel seen by a waiting provider ends the stream cancelled, message_start included."""
+    sink = ListSink(signal_after=2)  # the third probe reports the cancel
+    outcome = run_generation("m", REQUEST, WaitsForFirstToken(), sink, max_tokens=10)
+    assert outcome.status == "cancelled"
+    assert types(sink) == ["message_start", "message_delta", "message_stop"]
+    assert sink.events[1]["delta"]["stop_reason"] == "cancelled"
+
+
+def test_delete_while_a_provider_waits_stops_without_writing():
+    """A deleted message stops a waiting provider and nothing more is written."""
+    sink = ListSink(signal_after=1, signal=GONE)
+    outcome = run_generation("m", REQUEST, WaitsForFirstToken(), sink, max_tokens=10)
+    assert outcome.status == "deleted" and sink.status is None

@@ -21,6 +21,7 @@ from workers.providers.upstream import (
     Feed,
     UpstreamError,
     UpstreamUnavailable,
+    acquire_slot,
     api_key,
     is_transport_error,
     status_error,
@@ -132,8 +133,7 @@ class AnthropicProvider:
         params = to_anthropic_params(
             request, model=self.spec.upstream_model or self.spec.id, max_tokens=max_tokens
         )
-        if self.slots is not None:
-            self.slots.acquire()
+        acquire_slot(self.slots)
         try:
             opened = with_retries(lambda: self._open(params), self.spec.retry, self.spec.id)
             try:

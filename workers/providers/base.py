@@ -9,11 +9,15 @@ cancellation reaches the model or the upstream connection at once.
 
 Exceptions: ``ProviderError`` (and subclasses) mean the model or upstream
 failed; anything else is a bug. Both end the stream with an ``error`` event.
+``Cancelled`` is raised by a provider that waits (for a first token, a retry, a slot)
+and finds, through ``check_cancelled``, that its message was cancelled meanwhile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import time
+from collections.abc import Callable, Generator
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -110,3 +114,48 @@ class ResumableProvider(Provider, Protocol):
     def resume_stream(self, request: dict[str, Any], max_tokens: int, resume: Resume) -> ProviderStream:
         """Continue a generation after ``resume.text``."""
         ...
+
+
+class Cancelled(Exception):
+    """The message was cancelled or deleted while a provider waited (before or between tokens)."""
+
+
+#: Set by the generation loop for the run in progress: answers whether it should stop.
+_cancel_probe: ContextVar[Callable[[], bool] | None] = ContextVar("sluice_cancel_probe", default=None)
+
+#: How often a waiting provider asks whether its message was cancelled.
+CANCEL_POLL_SECONDS = 0.1
+
+
+def set_cancel_probe(probe: Callable[[], bool] | None) -> Token[Callable[[], bool] | None]:
+    """Install the probe a waiting provider calls (the loop does this around a run)."""
+    return _cancel_probe.set(probe)
+
+
+def reset_cancel_probe(token: Token[Callable[[], bool] | None]) -> None:
+    """Remove the probe installed by ``set_cancel_probe``."""
+    _cancel_probe.reset(token)
+
+
+def check_cancelled() -> None:
+    """Raise ``Cancelled`` when the run in progress should stop."""
+    probe = _cancel_probe.get()
+    if probe is not None and probe():
+        raise Cancelled
+
+
+def wait_cancellable(seconds: float, ready: Callable[[float], bool] | None = None) -> bool:
+    """Wait up to ``seconds`` (or until ``ready(slice)`` is true), checking for a cancel
+    every ``CANCEL_POLL_SECONDS``; returns whether ``ready`` became true."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        step = min(left, CANCEL_POLL_SECONDS)
+        if ready is not None:
+            if ready(step):
+                return True
+        else:
+            time.sleep(step)
+        check_cancelled()

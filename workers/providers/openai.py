@@ -23,6 +23,7 @@ from workers.providers.upstream import (
     Feed,
     UpstreamProtocolError,
     UpstreamUnavailable,
+    acquire_slot,
     api_key,
     http_client,
     status_error,
@@ -125,8 +126,7 @@ class OpenAIProvider:
             max_tokens=max_tokens,
             options=dict(self.spec.options),
         )
-        if self.slots is not None:
-            self.slots.acquire()
+        acquire_slot(self.slots)
         try:
             opened = with_retries(lambda: self._open(body), self.spec.retry, self.spec.id)
             try:

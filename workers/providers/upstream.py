@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from shared.models import ModelSpec, RetryPolicy
-from workers.providers.base import ProviderError
+from workers.providers.base import ProviderError, wait_cancellable
 
 log = logging.getLogger("sluice.upstream")
 
@@ -129,7 +129,10 @@ def http_client(spec: ModelSpec) -> httpx.Client:
 
 
 def with_retries(
-    open_once: Callable[[], T], policy: RetryPolicy, what: str, sleep: Callable[[float], None] = time.sleep
+    open_once: Callable[[], T],
+    policy: RetryPolicy,
+    what: str,
+    sleep: Callable[[float], Any] = wait_cancellable,
 ) -> T:
     """``open_once()``, retried on retryable ``UpstreamError`` as ``policy`` allows."""
     retry = 0
@@ -155,6 +158,12 @@ def with_retries(
 def is_transport_error(exc: BaseException) -> bool:
     """A network failure of httpx, or of the httpx fork the Anthropic SDK ships with."""
     return any(cls.__name__ == "TransportError" for cls in type(exc).__mro__)
+
+
+def acquire_slot(slots: threading.BoundedSemaphore | None) -> None:
+    """Wait for a free request slot of a model with a concurrency limit (cancellable)."""
+    if slots is not None:
+        wait_cancellable(float("inf"), lambda step: slots.acquire(timeout=step))
 
 
 def response_socket(response: Any) -> socket.socket | None:
@@ -199,11 +208,17 @@ class Feed(Generic[T]):
 
         ``limit`` is the configured timeout the message names, when ``timeout`` is what is left of it.
         """
-        try:
-            kind, value = self._queue.get(timeout=timeout)
-        except queue.Empty:
+        got: list[tuple[int, Any]] = []
+
+        def ready(step: float) -> bool:
+            with contextlib.suppress(queue.Empty):
+                got.append(self._queue.get(timeout=step))
+            return bool(got)
+
+        if not wait_cancellable(timeout, ready):  # a cancel meanwhile raises Cancelled
             waited = timeout if limit is None else limit
-            raise UpstreamTimeout(f"{self._what}: no {waiting_for} within {waited:g}s") from None
+            raise UpstreamTimeout(f"{self._what}: no {waiting_for} within {waited:g}s")
+        kind, value = got[0]
         if kind == _FAIL:
             raise value
         self._ended = kind == _END
