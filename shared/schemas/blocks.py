@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from shared.schemas.base import AnyJson, Bool, Object, StrictSchema, Str, Tagged, one_of
+from shared.schemas.base import AnyJson, Bool, Object, Str, StrictSchema, Tagged, one_of
 
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 

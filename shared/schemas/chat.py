@@ -14,7 +14,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, post_load, pre_load, validate, validates_schema
 
-from shared.schemas.base import AnyJson, Bool, Int, Number, StrictSchema, Str, one_of
+from shared.schemas.base import AnyJson, Bool, Int, Number, Str, StrictSchema, one_of
 from shared.schemas.blocks import ASSISTANT_ONLY, USER_ONLY, Blocks, CacheControlSchema, SystemField
 from shared.schemas.errors import BodyInvalid, Loc, error_details, problem
 from shared.schemas.options import (

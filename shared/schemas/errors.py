@@ -35,7 +35,7 @@ def _error_type(text: str) -> str:
         return "extra_forbidden"
     if "missing" in lowered or "required" in lowered:
         return "missing"
-    if "not a valid" in lowered and "json schema" not in lowered or _TYPE_WORDS.search(lowered):
+    if ("not a valid" in lowered and "json schema" not in lowered) or _TYPE_WORDS.search(lowered):
         return "type_error"
     return "value_error"
 

@@ -7,7 +7,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, SchemaError
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
-from shared.schemas.base import Bool, Int, Object, StrictSchema, Str, one_of
+from shared.schemas.base import Bool, Int, Object, Str, StrictSchema, one_of
 from shared.schemas.blocks import cache_control
 
 TOOL_NAME = validate.Regexp(
