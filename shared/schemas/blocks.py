@@ -40,7 +40,7 @@ class Base64ImageSource(StrictSchema):
 
 class UrlSource(StrictSchema):
     type = Str(required=True, validate=one_of("url"))
-    url = Str(required=True, validate=validate.URL(schemes={"http", "https"}))
+    url = Str(required=True, validate=validate.URL(schemes={"http", "https"}, require_tld=False))
 
 
 class FileSource(StrictSchema):

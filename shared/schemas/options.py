@@ -141,7 +141,7 @@ class McpServerSchema(StrictSchema):
     """``{url, name?, type?: "url", authorization_token?, tool_configuration?}``."""
 
     type = Str(validate=one_of("url"))
-    url = Str(required=True, validate=validate.URL(schemes={"http", "https"}))
+    url = Str(required=True, validate=validate.URL(schemes={"http", "https"}, require_tld=False))
     name = Str(allow_none=True)
     authorization_token = Str(allow_none=True)
     tool_configuration = fields.Nested(ToolConfigurationSchema, allow_none=True)
