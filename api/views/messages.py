@@ -19,7 +19,8 @@ from api.services import (
 )
 from api.sse import SSE_HEADERS, client_gone, follow, sse_body
 from shared.accumulator import Accumulator
-from shared.schemas import check_message_id, load_chat_body
+from shared.capabilities import load_request
+from shared.schemas import check_message_id
 from shared.store import InvalidCursor, StoredEvent
 
 #: How often the synchronous endpoint looks for a vanished client while waiting.
@@ -40,7 +41,8 @@ def json_body(*, optional: bool = False) -> Any:
 
 
 def _chat_body(svc: Services) -> dict[str, Any]:
-    return load_chat_body(json_body(), svc.registry.names())
+    body, _ = load_request(json_body(), svc.registry)
+    return body
 
 
 def create_async() -> Response:
