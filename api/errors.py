@@ -112,7 +112,8 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> Response:
         status = error.code or 500
-        return error_response(ApiError(status, error.description or error.name))
+        kept = {k: v for k, v in error.get_headers() if k in ("Allow", "Retry-After", "WWW-Authenticate")}
+        return error_response(ApiError(status, error.description or error.name, headers=kept))
 
     @app.errorhandler(Exception)
     def _bug(error: Exception) -> Response:

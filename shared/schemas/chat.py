@@ -70,7 +70,11 @@ class ChatBodySchema(StrictSchema):
     top_p = Number(allow_none=True, validate=unit_interval())
     top_k = Int(allow_none=True, validate=validate.Range(min=0))
     min_p = Number(allow_none=True, validate=unit_interval())
-    repetition_penalty = Number(allow_none=True, validate=validate.Range(min=0, max=2, min_inclusive=False))
+    repetition_penalty = Number(
+        allow_none=True,
+        validate=validate.Range(min=0, max=2, min_inclusive=False),
+        metadata={"exclusiveMinimum": 0},
+    )
     presence_penalty = Number(allow_none=True, validate=validate.Range(min=-2, max=2))
     frequency_penalty = Number(allow_none=True, validate=validate.Range(min=-2, max=2))
     stop_sequences = fields.List(
