@@ -69,7 +69,9 @@ class ImageBlockSchema(StrictSchema):
     """``{type: "image", source}``: base64 (jpeg/png/gif/webp), url or file."""
 
     type = Str(required=True, validate=one_of("image"))
-    source = Tagged({"base64": Base64ImageSource, "url": UrlSource, "file": FileSource}, "image source")
+    source = Tagged(
+        {"base64": Base64ImageSource, "url": UrlSource, "file": FileSource}, "image source", required=True
+    )
     cache_control = cache_control()
 
 
