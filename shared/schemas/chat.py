@@ -182,9 +182,12 @@ def _nest(found: list[tuple[Loc, str]]) -> dict[Any, Any]:
     root: dict[Any, Any] = {}
     for loc, msg in found:
         node = root
-        for key in loc[:-1]:
-            node = node.setdefault(key, {})
-        node.setdefault(loc[-1], []).append(msg)
+        for key in loc:
+            child = node.setdefault(key, {})
+            if isinstance(child, list):  # a message at this very path already: keep it as "_schema"
+                child = node[key] = {"_schema": child}
+            node = child
+        node.setdefault("_schema", []).append(msg)
     return root
 
 

@@ -336,3 +336,10 @@ def test_validate_lists_errors_without_storing(client):
         "errors": [{"loc": ["temperature"], "msg": bad["errors"][0]["msg"], "type": "value_error"}],
     }
     assert client.post("/v1/messages/validate", json=b()).json == {"valid": True, "errors": []}
+
+
+def test_problems_at_nested_paths_are_all_reported(client):
+    """A problem at a path and another below it are both listed (found by schemathesis as a 500)."""
+    payload = msgs({"role": "system", "content": [{"type": "tool_use", "id": "a", "name": "n", "input": {}}]})
+    detail = client.post("/v1/messages/async", json=payload).json["detail"]
+    assert {tuple(d["loc"]) for d in detail} == {("messages",), ("messages", 0, "content", 0)}
