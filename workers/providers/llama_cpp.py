@@ -132,6 +132,9 @@ class LlamaCppProvider:
             k: request.get(k) if request.get(k) is not None else v for k, v in SAMPLING_DEFAULTS.items()
         }
         vocab = self.llm._model.vocab
+        # No KV-cache reuse across requests: evaluating a cached prefix plus a suffix gives
+        # slightly different logits than evaluating the whole prompt, which breaks seed repeatability.
+        self.llm.reset()
         for token in self.llm.generate(
             tokens,
             temp=params["temperature"],
