@@ -104,7 +104,7 @@ def test_temperature_zero_is_greedy(live):
 def test_system_prompt_reaches_the_model(live):
     """A system prompt is rendered into the prompt (input_tokens grow by it) and changes the answer."""
     plain = chat(live.api, body(max_tokens=16, seed=3))
-    system = "You are a pirate. Always answer like a pirate, saying Arr."
+    system = "You are a pirate. Always answer like a pirate, saying Arr. " * 4
     with_system = chat(live.api, body(max_tokens=16, seed=3, system=system))
     assert with_system["usage"]["input_tokens"] > plain["usage"]["input_tokens"] + 5
     assert text(with_system) != text(plain)
