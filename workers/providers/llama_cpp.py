@@ -178,8 +178,8 @@ class LlamaCppProvider:
             if state == "call":
                 cut = (prefill_text + generated).index(CALL_MARKER) + len(CALL_MARKER) - len(prefill_text)
                 context = tokens + self._tok(generated[: max(cut, 0)] + NAME_PREFIX)
-                budget.left -= produced - 1
-                yield from self._call(request, context, _names(request), budget, spent=1)
+                budget.left -= 1  # the token that completed the marker (earlier ones are spent)
+                yield from self._call(request, context, _names(request), budget, spent=produced - held)
                 return
             if state == "text":
                 text, generated = generated, ""
@@ -204,6 +204,7 @@ class LlamaCppProvider:
         else:
             name_tokens = list(self._sample(request, context, names_grammar(names)))
             spent += len(name_tokens)
+            budget.left -= len(name_tokens)
             name = json.loads(self.llm.detokenize(name_tokens).decode())
             context = context + name_tokens
         schema = next(t["input_schema"] for t in request["tools"] if t["name"] == name)
