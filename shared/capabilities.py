@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from shared.grammar import GrammarError, constrained_schemas, schema_to_gbnf
 from shared.models import ModelRegistry, ModelSpec
 from shared.schemas import BodyInvalid, load_chat_body, problem
 
@@ -166,6 +167,12 @@ def check_capabilities(body: dict[str, Any], spec: ModelSpec) -> None:
         for name, loc in requested(body)
         if name in refused
     ]
+    if spec.provider == "llama_cpp":
+        for loc, schema in constrained_schemas(body):
+            try:
+                schema_to_gbnf(schema)
+            except GrammarError as exc:
+                details.append(problem(loc, str(exc), "unsupported"))
     max_tokens = body.get("max_tokens")
     if max_tokens is not None and max_tokens > spec.max_output_tokens:
         details.append(

@@ -275,6 +275,16 @@ CASES: list[tuple[str, Any, list[Any]]] = [
         msgs(user([{"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}])),
         ["messages", 0, "content", 0],
     ),
+    (
+        "schema the grammar cannot express",
+        b(output_config={"format": {"type": "json_schema", "schema": {"$ref": "#/defs/missing"}}}),
+        ["output_config", "format", "schema"],
+    ),
+    (
+        "tool schema the grammar cannot express",
+        b(tools=[{"name": "t", "input_schema": {"$ref": "#/nowhere"}}]),
+        ["tools", 0, "input_schema"],
+    ),
     ("container on a model without it", b(container="c1"), ["container"]),
     ("context_management on a model without it", b(context_management={"edits": []}), ["context_management"]),
 ]

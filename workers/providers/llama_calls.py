@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from shared.grammar import GrammarError, schema_to_gbnf
 from workers.providers.base import ProviderError
 
 CALL_MARKER = "<tool_call>"
@@ -24,9 +25,9 @@ def schema_grammar(schema: dict[str, Any]) -> Any:
     import llama_cpp
 
     try:
-        return llama_cpp.LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-    except Exception as exc:  # the converter raises bare errors for schema features it lacks
-        raise ProviderError(f"cannot constrain output to this JSON schema: {exc}") from None
+        return llama_cpp.LlamaGrammar.from_string(schema_to_gbnf(schema), verbose=False)
+    except GrammarError as exc:
+        raise ProviderError(str(exc)) from None
 
 
 def names_grammar(names: list[str]) -> Any:
