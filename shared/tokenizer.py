@@ -7,6 +7,7 @@ vocabulary-only load of the same GGUF, so both numbers agree by construction.
 
 from __future__ import annotations
 
+import atexit
 import threading
 from functools import cache
 from importlib import resources
@@ -54,9 +55,12 @@ def _vocab(path: str) -> Any:
     import llama_cpp
 
     try:
-        return llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
+        llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=False)
     except (ValueError, OSError) as exc:
         raise TokenizerError(f"cannot load the tokenizer of {path}: {exc}") from None
+    # Free it before interpreter teardown, when llama.cpp's own finaliser finds its bindings gone.
+    atexit.register(llm.close)
+    return llm
 
 
 def vocab_for(spec: ModelSpec) -> Any:
