@@ -40,11 +40,58 @@ _EXTRA_PARAMETERS: dict[str, list[dict[str, Any]]] = {
     ],
 }
 
+
+def _obj(required: dict[str, Any], **optional: Any) -> dict[str, Any]:
+    return {"type": "object", "required": list(required), "properties": {**required, **optional}}
+
+
+_TYPE = {"type": "string"}
+_INDEX = {"type": "integer", "minimum": 0}
+
+#: The ``data:`` JSON of each SSE event (its ``type`` equals the ``event:`` name); see shared/events.py.
+SSE_EVENTS: dict[str, dict[str, Any]] = {
+    "message_start": _obj({"type": _TYPE, "message": {"$ref": "#/components/schemas/MessageResponse"}}),
+    "content_block_start": _obj({"type": _TYPE, "index": _INDEX, "content_block": {"type": "object"}}),
+    "content_block_delta": _obj(
+        {
+            "type": _TYPE,
+            "index": _INDEX,
+            "delta": {
+                "oneOf": [
+                    _obj({"type": {"const": "text_delta"}, "text": _TYPE}),
+                    _obj({"type": {"const": "thinking_delta"}, "thinking": _TYPE}),
+                    _obj({"type": {"const": "signature_delta"}, "signature": _TYPE}),
+                    _obj({"type": {"const": "input_json_delta"}, "partial_json": _TYPE}),
+                ]
+            },
+        }
+    ),
+    "content_block_stop": _obj({"type": _TYPE, "index": _INDEX}),
+    "message_delta": _obj(
+        {
+            "type": _TYPE,
+            "delta": _obj(
+                {"stop_reason": {"type": ["string", "null"]}, "stop_sequence": {"type": ["string", "null"]}}
+            ),
+            "usage": _obj({"output_tokens": {"type": "integer"}}),
+        }
+    ),
+    "message_stop": _obj({"type": _TYPE}),
+    "ping": _obj({"type": _TYPE}),
+    "error": _obj({"type": _TYPE, "error": {"$ref": "#/components/schemas/ErrorBody"}}),
+}
+
 _SSE_DESCRIPTION = (
     "Server-Sent Events: `id: <position>`, `event: <type>`, `data: <json>`. Types: message_start, "
     "content_block_start, content_block_delta, content_block_stop, message_delta, message_stop, "
     "ping (no id), error. Ends right after message_stop or error."
 )
+
+
+_SSE_CONTENT = {
+    "schema": {"type": "string"},
+    "x-sse-events": {name: {"$ref": f"#/components/schemas/SSE_{name}"} for name in SSE_EVENTS},
+}
 
 
 def _blocks_property(self: Any, field: fields.Field, **kwargs: Any) -> dict[str, Any]:
@@ -78,13 +125,13 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
         ok["content"] = {"application/json": {"schema": route.response}}
     elif route.media == "text/event-stream":
         ok["description"] = _SSE_DESCRIPTION
-        ok["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+        ok["content"] = {"text/event-stream": _SSE_CONTENT}
     elif route.media == "text/html":
         ok["content"] = {"text/html": {"schema": {"type": "string"}}}
     else:
         ok["content"] = {route.media: {"schema": {"type": "object"}}}
     if route.request is not None and route.response is not None and route.rule == "/v1/messages":
-        ok["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+        ok["content"]["text/event-stream"] = _SSE_CONTENT
     responses: dict[Any, Any] = {"200": ok}
     error = {"content": {"application/json": {"schema": ErrorSchema}}}
     for status in route.errors:
@@ -122,6 +169,8 @@ def build_openapi(routes: tuple[Route, ...] = ROUTES) -> dict[str, Any]:
         path = _PARAM.sub(r"{\1}", route.rule)
         for method in route.methods:
             paths.setdefault(path, {})[method.lower()] = _operation(route, method)
+    for name, schema in SSE_EVENTS.items():
+        spec.components.schema(f"SSE_{name}", schema)
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     document: dict[str, Any] = spec.to_dict()
