@@ -3,8 +3,12 @@
 A request feature is *honoured* (it changes the output as documented), *ignored*
 (accepted, listed as ignored in ``GET /v1/models/{id}``, no effect: only for hints
 such as ``cache_control`` that cannot change an answer's correctness), or refused
-with a 400 that names the field. ``ModelSpec.capabilities``, when set, replaces
-the provider's honoured set.
+with a 400 that names the field.
+
+``ModelSpec.capabilities`` (the models file's ``capabilities = [...]``), when set, names the
+optional features the model honours (``tools``, ``json_schema``, ``thinking``, ``images``...):
+they replace the provider's optional defaults, while its core (system, turns, sampling, seed,
+stop sequences, token counting) stays as the provider has it.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ FEATURES: dict[str, str] = {
     "frequency_penalty": "frequency_penalty",
     "seed": "seed (repeatable output)",
     "stop_sequences": "stop_sequences",
-    "structured_output": "output_config.format / response_format json_schema",
+    "json_schema": "output_config.format / response_format json_schema",
     "effort": "output_config.effort or thinking.effort",
     "tools": "tools and tool_choice (tool_use / tool_result blocks)",
     "tool_context": "tool_context",
@@ -69,7 +73,7 @@ class Capabilities:
 PROVIDER_DEFAULTS: dict[str, Capabilities] = {
     "llama_cpp": Capabilities(
         honoured=SAMPLING
-        | {"system", "multi_turn", "seed", "stop_sequences", "structured_output", "tools", "count_tokens"},
+        | {"system", "multi_turn", "seed", "stop_sequences", "json_schema", "tools", "count_tokens"},
         ignored=HINTS | {"thinking_history", "tool_context"},
     ),
     # The test double: it replays a script, so everything but the cuts is ignored, and said so.
@@ -77,11 +81,10 @@ PROVIDER_DEFAULTS: dict[str, Capabilities] = {
         honoured=frozenset({"stop_sequences"}),
         ignored=frozenset(FEATURES) - {"stop_sequences", "count_tokens"},
     ),
+    # Sampling fields are sent as they are (vLLM, llama.cpp and Ollama take them all).
     "openai": Capabilities(
-        honoured=frozenset(
-            {"system", "multi_turn", "temperature", "top_p", "presence_penalty", "frequency_penalty"}
-            | {"seed", "stop_sequences", "structured_output", "tools", "images"}
-        ),
+        honoured=SAMPLING
+        | {"system", "multi_turn", "seed", "stop_sequences", "json_schema", "tools", "images"},
         ignored=HINTS | {"thinking_history"},
     ),
     "anthropic": Capabilities(
@@ -93,11 +96,16 @@ PROVIDER_DEFAULTS: dict[str, Capabilities] = {
 BASIC = Capabilities(honoured=frozenset({"system", "multi_turn", "stop_sequences"}), ignored=HINTS)
 
 
+#: Features a provider honours by its nature; a model's own list names the optional rest.
+CORE = SAMPLING | {"system", "multi_turn", "seed", "stop_sequences", "count_tokens"}
+
+
 def capabilities_of(spec: ModelSpec) -> Capabilities:
-    """The capabilities of ``spec``: its own list, else its provider's defaults."""
+    """The capabilities of ``spec``: its provider's core plus its own optional list, else the defaults."""
     default = PROVIDER_DEFAULTS.get(spec.provider, BASIC)
     if spec.capabilities:
-        return Capabilities(honoured=spec.capabilities, ignored=default.ignored - spec.capabilities)
+        honoured = (default.honoured & CORE) | (spec.capabilities & set(FEATURES))
+        return Capabilities(honoured=frozenset(honoured), ignored=default.ignored - honoured)
     return default
 
 
@@ -122,7 +130,7 @@ def requested(body: dict[str, Any]) -> Iterator[tuple[str, tuple[str | int, ...]
         yield "tools", ("tools",)
     output = body.get("output_config") or {}
     if output.get("format"):
-        yield "structured_output", ("output_config", "format")
+        yield "json_schema", ("output_config", "format")
     if output.get("effort"):
         yield "effort", ("output_config", "effort")
     thinking = body.get("thinking") or {}
