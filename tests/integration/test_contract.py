@@ -42,7 +42,7 @@ ADD = {
 
 def chat(api: str, payload: dict[str, Any]) -> dict[str, Any]:
     """POST /v1/messages (stream:false) and return the Message."""
-    response = httpx.post(f"{api}/v1/messages", json=payload, timeout=120)
+    response = httpx.post(f"{api}/v1/messages", json=payload, timeout=600)  # a shared, loaded CPU
     assert response.status_code == 200, response.text
     message: dict[str, Any] = response.json()
     return message
