@@ -34,13 +34,16 @@ def render_prompt(llm: Any, body: dict[str, Any]) -> str:
     """The request rendered through the model's own chat template (a trailing assistant turn continues)."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    template = llm.metadata.get("tokenizer.chat_template")
-    if not template:
-        raise TokenizerError("the model has no chat template")
-    eos = llm._model.token_get_text(llm.token_eos())
-    bos = llm._model.token_get_text(llm.token_bos())
+    formatter = getattr(llm, "_sluice_formatter", None)
+    if formatter is None:  # compiling the template costs milliseconds: once per loaded model
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise TokenizerError("the model has no chat template")
+        eos = llm._model.token_get_text(llm.token_eos())
+        bos = llm._model.token_get_text(llm.token_bos())
+        formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        llm._sluice_formatter = formatter
     turns, prefill = split_prefill(chat_turns(body))
-    formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
     return str(formatter(messages=turns).prompt) + prefill  # type: ignore[arg-type]
 
 
