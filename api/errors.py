@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared.schemas import BodyInvalid
 
@@ -102,10 +102,18 @@ def register_error_handlers(app: Flask) -> None:
     def _invalid(error: BodyInvalid) -> Response:
         return error_response(InvalidRequest(f"Invalid request body: {error}", error.details))
 
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(error: RequestEntityTooLarge) -> Response:
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        return error_response(
+            ApiError(413, f"Request body is larger than {limit} bytes (SLUICE_MAX_BODY_BYTES).")
+        )
+
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException) -> Response:
         status = error.code or 500
-        return error_response(ApiError(status, error.description or error.name))
+        kept = {k: v for k, v in error.get_headers() if k in ("Allow", "Retry-After", "WWW-Authenticate")}
+        return error_response(ApiError(status, error.description or error.name, headers=kept))
 
     @app.errorhandler(Exception)
     def _bug(error: Exception) -> Response:

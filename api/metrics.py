@@ -8,7 +8,6 @@ reports the same honest numbers.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -199,13 +198,9 @@ def _ids_of(response: Response) -> tuple[str | None, str | None]:
             metadata = answer.get("metadata")
             if isinstance(metadata, dict) and isinstance(metadata.get("correlation_id"), str):
                 correlation_id = metadata["correlation_id"]  # a status answer
-    if request.method == "POST" and request.mimetype == "application/json":
-        try:
-            sent: Any = json.loads(request.get_data(cache=True) or b"null")
-        except ValueError:
-            sent = None
-        if isinstance(sent, dict) and isinstance(sent.get("correlation_id"), str):  # a submit
-            correlation_id = sent["correlation_id"]
+    sent: Any = g.get("sluice_body")  # the body a view parsed (never parsed again here)
+    if isinstance(sent, dict) and isinstance(sent.get("correlation_id"), str):  # a submit
+        correlation_id = sent["correlation_id"]
     return message_id, correlation_id
 
 

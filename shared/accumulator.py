@@ -67,7 +67,11 @@ class Accumulator:
         block = self.message["content"][index]
         if block["type"] == "tool_use" and index in self._partial_json:
             raw = self._partial_json.pop(index)
-            block["input"] = json.loads(raw) if raw.strip() else {}
+            try:
+                block["input"] = json.loads(raw) if raw.strip() else {}
+            except ValueError:  # cut by max_tokens mid-call: keep what came, never crash or drop it
+                block["input"] = {}
+                block["partial_input"] = raw
 
 
 def accumulate(events: Iterable[Event]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, g, jsonify, request
 
 from api.errors import InvalidRequest
 from api.services import (
@@ -19,7 +19,8 @@ from api.services import (
 )
 from api.sse import SSE_HEADERS, client_gone, follow, follow_chunks, sse_body
 from shared.accumulator import Accumulator
-from shared.schemas import check_message_id, load_chat_body
+from shared.capabilities import load_request
+from shared.schemas import check_message_id
 from shared.store import InvalidCursor, StoredEvent
 
 #: How often the synchronous endpoint looks for a vanished client while waiting.
@@ -34,13 +35,16 @@ def json_body(*, optional: bool = False) -> Any:
     if request.mimetype != "application/json":
         raise InvalidRequest("Content-Type must be application/json.")
     try:
-        return json.loads(raw)
+        parsed = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"Malformed JSON body: {exc}") from None
+    g.sluice_body = parsed  # for the request log line, which must not parse the body again
+    return parsed
 
 
 def _chat_body(svc: Services) -> dict[str, Any]:
-    return load_chat_body(json_body(), svc.registry.names())
+    body, _ = load_request(json_body(), svc.registry)
+    return body
 
 
 def create_async() -> Response:

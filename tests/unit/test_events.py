@@ -77,3 +77,20 @@ def test_terminal_types():
     """Only message_stop and error end a stream."""
     assert ev.is_terminal("message_stop") and ev.is_terminal("error")
     assert not ev.is_terminal("message_delta") and not ev.is_terminal("ping")
+
+
+def test_tool_call_cut_mid_json_keeps_its_partial_input():
+    """A tool_use block cut by max_tokens mid-JSON accumulates to input {} plus the raw partial_input."""
+    from shared import events as ev
+    from shared.accumulator import accumulate
+
+    events = [
+        ev.message_start("m", "x", 1),
+        ev.content_block_start(0, ev.tool_use_block("toolu_1", "add")),
+        ev.input_json_delta(0, '{"a": "tw'),
+        ev.content_block_stop(0),
+        ev.message_delta("max_tokens", None, 3),
+        ev.message_stop(),
+    ]
+    block = accumulate(events)["content"][0]
+    assert block["input"] == {} and block["partial_input"] == '{"a": "tw'

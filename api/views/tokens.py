@@ -1,0 +1,35 @@
+"""Body-only endpoints: count a body's prompt tokens, or validate it without running anything."""
+
+from __future__ import annotations
+
+from flask import Response, jsonify
+
+from api.errors import ApiError, InvalidRequest
+from api.services import services
+from api.views.messages import json_body
+from shared.capabilities import capabilities_of, load_request
+from shared.schemas import BodyInvalid, problem
+from shared.tokenizer import TokenizerError, count_tokens
+
+
+def count_message_tokens() -> Response:
+    """``{input_tokens}`` for a ChatBody, with the model's real chat template and tokenizer."""
+    body, spec = load_request(json_body(), services().registry)
+    if "count_tokens" not in capabilities_of(spec).honoured:
+        message = f"Model {spec.id!r} cannot count tokens locally."
+        raise InvalidRequest(message, [problem(("model",), message, "unsupported")])
+    try:
+        return jsonify({"input_tokens": count_tokens(spec, body)})
+    except TokenizerError as exc:
+        raise ApiError(500, f"Cannot tokenize for model {spec.id!r}: {exc}") from None
+
+
+def validate_message() -> Response:
+    """Dry run: ``{valid, errors}`` for a body; nothing is stored or queued."""
+    try:
+        load_request(json_body(), services().registry)
+    except BodyInvalid as exc:
+        return jsonify({"valid": False, "errors": exc.details})
+    except InvalidRequest as exc:  # malformed JSON or a wrong content type
+        return jsonify({"valid": False, "errors": exc.detail or [problem(("body",), exc.message)]})
+    return jsonify({"valid": True, "errors": []})
