@@ -34,6 +34,7 @@ def idempotency(tenant: str, key_digest: str) -> str:
     """String: ``<body digest> <message_id>`` of the first call with this Idempotency-Key."""
     return f"{PREFIX}:idem:{{{tenant}}}:{key_digest}"
 
+
 #: Glob that matches the status hash of every message (for SCAN-based counts).
 STATUS_PATTERN = f"{PREFIX}:msg:*:status"
 
