@@ -4,6 +4,7 @@ gunicorn, Flower. Used by ``make run`` (``deploy/run.py``), the tests and the be
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -48,6 +49,13 @@ def http_ok(url: str) -> bool:
     """True when ``url`` answers 200."""
     with urllib.request.urlopen(url, timeout=2) as response:
         return response.status == 200
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the launcher dies, even by SIGKILL, so a
+    killed ``make run`` or test run leaves no orphan (Linux ``PR_SET_PDEATHSIG``)."""
+    with contextlib.suppress(Exception):  # not Linux: the launcher's own cleanup still applies
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -110,6 +118,7 @@ class Stack:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log_file.close()
         process = Process(name, popen, log_path)
