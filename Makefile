@@ -1,5 +1,6 @@
 # Sluice: `make run` starts the whole stack, `make test` runs the whole suite.
-# Both install what they need first (`make setup`): a venv, the project, redis-server.
+# Both install what they need first (`make setup`): a venv, the project, redis-server;
+# `make test` also installs Debian's chromium for the browser tests.
 
 PYTHON ?= python3
 VENV := .venv
@@ -10,7 +11,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup run test check bench clean redis-server chromium
 
-setup: $(STAMP) redis-server chromium
+setup: $(STAMP) redis-server
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +32,7 @@ chromium:
 run: setup
 	$(PY) -m deploy.run
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 check: setup
