@@ -103,9 +103,14 @@ CORE = SAMPLING | {"system", "multi_turn", "seed", "stop_sequences", "count_toke
 def capabilities_of(spec: ModelSpec) -> Capabilities:
     """The capabilities of ``spec``: its provider's core plus its own optional list, else the defaults."""
     default = PROVIDER_DEFAULTS.get(spec.provider, BASIC)
+    # Fields an upstream refuses are not sent (the openai provider's ``drop_params``): a request
+    # that sets one is refused with a 400 rather than answered as if it had been honoured.
+    dropped = frozenset(spec.options.get("drop_params") or ()) & set(FEATURES)
     if spec.capabilities:
         honoured = (default.honoured & CORE) | (spec.capabilities & set(FEATURES))
-        return Capabilities(honoured=frozenset(honoured), ignored=default.ignored - honoured)
+        return Capabilities(honoured=frozenset(honoured) - dropped, ignored=default.ignored - honoured)
+    if dropped:
+        return Capabilities(honoured=default.honoured - dropped, ignored=default.ignored - dropped)
     return default
 
 

@@ -50,3 +50,14 @@ def test_max_tokens_over_the_model_limit():
     with pytest.raises(BodyInvalid) as caught:
         load_request({"messages": USER, "max_tokens": 101}, REGISTRY)
     assert caught.value.details[0]["loc"] == ["max_tokens"]
+
+
+def test_dropped_upstream_params_are_refused_not_silently_dropped():
+    """An openai model's drop_params become refused capabilities: a 400, never a silent drop."""
+    from shared.capabilities import capabilities_of
+    from shared.models import ModelSpec
+
+    spec = ModelSpec(id="gpt", provider="openai", options={"drop_params": ["top_k", "min_p", "priority"]})
+    caps = capabilities_of(spec)
+    assert {"top_k", "min_p"} <= caps.refused()
+    assert "temperature" in caps.honoured and "top_k" not in caps.honoured
