@@ -21,11 +21,10 @@ from workers.providers.upstream import (
     Feed,
     UpstreamError,
     UpstreamUnavailable,
-    acquire_slot,
     api_key,
     is_transport_error,
+    retried_stream,
     status_error,
-    with_retries,
 )
 
 #: Sent when the model has no ``api_key_env`` (a keyless server such as another Sluice).
@@ -133,16 +132,7 @@ class AnthropicProvider:
         params = to_anthropic_params(
             request, model=self.spec.upstream_model or self.spec.id, max_tokens=max_tokens
         )
-        acquire_slot(self.slots)
-        try:
-            opened = with_retries(lambda: self._open(params), self.spec.retry, self.spec.id)
-            try:
-                yield from self._events(opened)
-            finally:
-                opened.feed.close()
-        finally:
-            if self.slots is not None:
-                self.slots.release()
+        yield from retried_stream(lambda: self._open(params), self.spec, self.slots, self._events)
 
     def _events(self, opened: _Opened) -> ProviderStream:
         translator = opened.translator

@@ -23,11 +23,10 @@ from workers.providers.upstream import (
     Feed,
     UpstreamProtocolError,
     UpstreamUnavailable,
-    acquire_slot,
     api_key,
     http_client,
+    retried_stream,
     status_error,
-    with_retries,
 )
 
 
@@ -126,16 +125,7 @@ class OpenAIProvider:
             max_tokens=max_tokens,
             options=dict(self.spec.options),
         )
-        acquire_slot(self.slots)
-        try:
-            opened = with_retries(lambda: self._open(body), self.spec.retry, self.spec.id)
-            try:
-                yield from self._events(opened)
-            finally:
-                opened.feed.close()
-        finally:
-            if self.slots is not None:
-                self.slots.release()
+        yield from retried_stream(lambda: self._open(body), self.spec, self.slots, self._events)
 
     def _events(self, opened: _Opened) -> ProviderStream:
         translator = opened.translator

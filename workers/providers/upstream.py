@@ -25,12 +25,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 
 from shared.models import ModelSpec, RetryPolicy
-from workers.providers.base import ProviderError, wait_cancellable
+from workers.providers.base import ProviderError, ProviderEvent, wait_cancellable
 
 log = logging.getLogger("sluice.upstream")
 
@@ -164,6 +164,35 @@ def acquire_slot(slots: threading.BoundedSemaphore | None) -> None:
     """Wait for a free request slot of a model with a concurrency limit (cancellable)."""
     if slots is not None:
         wait_cancellable(float("inf"), lambda step: slots.acquire(timeout=step))
+
+
+class Opened(Protocol):
+    """A response opened up to its first event: what ``retried_stream`` streams from."""
+
+    feed: Feed[Any]
+
+
+OpenedT = TypeVar("OpenedT", bound=Opened)
+
+
+def retried_stream(
+    open_once: Callable[[], OpenedT],
+    spec: ModelSpec,
+    slots: threading.BoundedSemaphore | None,
+    events: Callable[[OpenedT], Iterator[ProviderEvent]],
+) -> Iterator[ProviderEvent]:
+    """The provider events of one upstream call: a concurrency slot held throughout, the
+    opening retried as ``spec.retry`` allows, the connection closed however the stream ends."""
+    acquire_slot(slots)
+    try:
+        opened = with_retries(open_once, spec.retry, spec.id)
+        try:
+            yield from events(opened)
+        finally:
+            opened.feed.close()
+    finally:
+        if slots is not None:
+            slots.release()
 
 
 def response_socket(response: Any) -> socket.socket | None:
