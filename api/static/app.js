@@ -181,6 +181,9 @@ class Watch {
   }
 
   fail(error) {
+    // Only the first failure speaks: stopping aborts the other request in flight (stream or
+    // status poll), whose own failure would otherwise replace this message with a bare "HTTP 404".
+    if (this.stopped) return;
     this.done = true;
     this.stop();
     if (error.status === 404) this.showStatus("not found");
