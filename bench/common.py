@@ -27,6 +27,7 @@ MODELS_TOML = """
 [models.scripted]
 provider = "scripted"
 queue = "sluice.bench"
+max_output_tokens = 100000
 options = { tokens_per_second = 0 }
 
 [models.scripted-1k]

@@ -66,6 +66,11 @@ def load_llama(path: str | None, n_ctx: int, n_threads: int) -> Any:
     )
 
 
+#: Prompt tokens evaluated per batch; prefix reuse works in whole chunks (measured here: a
+#: 34-token prompt costs the same in chunks of 16 as in one batch).
+PREFILL_CHUNK = 16
+
+
 @dataclass
 class _Budget:
     left: int
@@ -158,11 +163,9 @@ class LlamaCppProvider:
             k: request.get(k) if request.get(k) is not None else v for k, v in SAMPLING_DEFAULTS.items()
         }
         vocab = self.llm._model.vocab
-        # No KV-cache reuse across requests: evaluating a cached prefix plus a suffix gives
-        # slightly different logits than evaluating the whole prompt, which breaks seed repeatability.
-        self.llm.reset()
+        self._prefill(tokens)
         for token in self.llm.generate(
-            tokens,
+            [],
             temp=params["temperature"],
             top_p=params["top_p"],
             top_k=params["top_k"],
@@ -170,12 +173,33 @@ class LlamaCppProvider:
             repeat_penalty=params["repetition_penalty"],
             presence_penalty=params["presence_penalty"],
             frequency_penalty=params["frequency_penalty"],
-            reset=True,
+            reset=False,
             grammar=grammar,
         ):
             if llama_cpp.llama_vocab_is_eog(vocab, token):
                 return
             yield token
+
+    def _prefill(self, tokens: list[int]) -> None:
+        """Evaluate the prompt in fixed chunks aligned at multiples of ``PREFILL_CHUNK``,
+        reusing the KV cache of whole chunks the previous request already evaluated.
+
+        Every chunk is computed from the same tokens, at the same positions, after the same
+        earlier chunks, whether it comes from the cache or not, so the logits (and with a
+        seed, the text) do not depend on what ran before. Evaluating a cached prefix plus an
+        arbitrary suffix would not be so (it breaks seed repeatability); a full re-evaluation
+        would cost the whole prompt's time on every request.
+        """
+        llm = self.llm
+        common = 0
+        for cached, wanted in zip(llm.input_ids[: llm.n_tokens], tokens, strict=False):
+            if cached != wanted:
+                break
+            common += 1
+        keep = min(common, len(tokens) - 1) // PREFILL_CHUNK * PREFILL_CHUNK  # evaluate >= 1 token
+        llm.n_tokens = keep
+        for start in range(keep, len(tokens), PREFILL_CHUNK):
+            llm.eval(tokens[start : start + PREFILL_CHUNK])
 
     def _text(
         self, request: dict[str, Any], tokens: list[int], budget: _Budget, grammar: Any
