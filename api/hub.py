@@ -24,7 +24,7 @@ import redis
 
 from shared import events as ev
 from shared.keys import message_keys
-from shared.store import MessageStore, StoredEvent
+from shared.store import MessageStore, StoredEvent, stored_event
 
 #: How long one tail ``XREAD`` blocks; a tail whose observers all left lingers at most this long.
 TAIL_BLOCK_MS = 2000
@@ -196,7 +196,7 @@ class Hub:
             if not reply:
                 continue
             entries = reply[0][1]
-            batch = Batch(tail.last, tuple(StoredEvent(i, d["e"], d["d"]) for i, d in entries))
+            batch = Batch(tail.last, tuple(stored_event(i, d) for i, d in entries))
             ended = any(ev.is_terminal(item.type) for item in batch.events)
             with self._lock:
                 tail.last = batch.events[-1].id

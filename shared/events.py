@@ -22,6 +22,16 @@ def encode(event: Event) -> str:
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
 
 
+_TYPE_PREFIX = '{"type":"'
+
+
+def type_of(encoded: str) -> str:
+    """The type of an event encoded by ``encode`` (``type`` is always its first key)."""
+    if encoded.startswith(_TYPE_PREFIX):
+        return encoded[len(_TYPE_PREFIX) : encoded.index('"', len(_TYPE_PREFIX))]
+    return str(json.loads(encoded)["type"])
+
+
 def is_terminal(event_type: str) -> bool:
     """True for the events that end a stream."""
     return event_type in TERMINAL_TYPES

@@ -61,7 +61,7 @@ class MessageKeys:
 
     @property
     def events(self) -> str:
-        """Stream: the message's events, field ``e`` = type, ``d`` = JSON data."""
+        """Stream: the message's events, one field ``d`` = the event's JSON (``type`` first)."""
         return f"{self._base}:events"
 
     @property

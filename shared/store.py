@@ -104,7 +104,7 @@ return {outcome}
 """
 
 # KEYS: status, events, cancel, lock. ARGV: ttl, maxlen, owner ('' = unchecked), lease ms,
-#       n_fields, field/value..., type/data...
+#       n_fields, field/value..., event JSON...
 # Returns -1 when the message is no longer processing (deleted, or ended) or another worker
 # owns it now, else the cancel flag. Renews the writer's lease.
 _APPEND = """
@@ -115,8 +115,8 @@ if ARGV[3] ~= '' then
 end
 local nf = tonumber(ARGV[5])
 if nf > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + 2 * nf)) end
-for i = 6 + 2 * nf, #ARGV, 2 do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[i], 'd', ARGV[i + 1])
+for i = 6 + 2 * nf, #ARGV do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'd', ARGV[i])
 end
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 return redis.call('EXISTS', KEYS[3])
@@ -124,7 +124,7 @@ return redis.call('EXISTS', KEYS[3])
 
 # KEYS: status, events, request, cancel, lock, running, pending, tenant active, idempotency.
 # ARGV: retention, maxlen, new status, expected status ('' = any live one), now,
-#       owner ('' = unchecked), message id, n_fields, field/value..., type/data...
+#       owner ('' = unchecked), message id, n_fields, field/value..., event JSON...
 # Returns the status the message has afterwards (nil when it does not exist).
 _FINISH = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -134,8 +134,8 @@ if ARGV[4] ~= '' and status ~= ARGV[4] then return status end
 if ARGV[6] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[6] then return status end
 local nf = tonumber(ARGV[8])
 if nf > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 9, 8 + 2 * nf)) end
-for i = 9 + 2 * nf, #ARGV, 2 do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[i], 'd', ARGV[i + 1])
+for i = 9 + 2 * nf, #ARGV do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'd', ARGV[i])
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'updated_at', ARGV[5], 'completed_at', ARGV[5],
            'event_count', redis.call('XLEN', KEYS[2]))
@@ -206,10 +206,14 @@ def _flatten(fields: FieldValues) -> list[str | int | float]:
 
 
 def _flatten_events(events: Sequence[ev.Event]) -> list[str]:
-    flat: list[str] = []
-    for event in events:
-        flat.extend((event["type"], ev.encode(event)))
-    return flat
+    return [ev.encode(event) for event in events]
+
+
+def stored_event(entry_id: str, fields: dict[str, str]) -> StoredEvent:
+    """A stream entry as a ``StoredEvent``: one field ``d``, the event's JSON, whose type is read
+    from its fixed prefix (storing the type again would cost ~20 bytes an entry)."""
+    data = fields["d"]
+    return StoredEvent(entry_id, ev.type_of(data), data)
 
 
 class MessageStore:
@@ -398,7 +402,7 @@ class MessageStore:
     def all_events(self, message_id: str) -> list[StoredEvent]:
         """Every stored event of the message, oldest first."""
         entries = self.redis.xrange(message_keys(message_id).events)
-        return [StoredEvent(entry_id, data["e"], data["d"]) for entry_id, data in entries]
+        return [stored_event(entry_id, data) for entry_id, data in entries]
 
     # -- reading -----------------------------------------------------------
 
@@ -437,7 +441,7 @@ class MessageStore:
         if not reply:
             return []
         _, entries = reply[0]
-        return [StoredEvent(entry_id, data["e"], data["d"]) for entry_id, data in entries]
+        return [stored_event(entry_id, data) for entry_id, data in entries]
 
     def ttls(self, message_id: str) -> dict[str, int]:
         """The TTL of each existing key of the message (-1 = none), for checks and tests."""

@@ -94,3 +94,16 @@ def test_tool_call_cut_mid_json_keeps_its_partial_input():
     ]
     block = accumulate(events)["content"][0]
     assert block["input"] == {} and block["partial_input"] == '{"a": "tw'
+
+
+def test_type_is_read_from_the_encoded_prefix():
+    """type_of reads every builder's type from its JSON without parsing it, and falls back to parsing."""
+    for event in (
+        ev.message_start("m", "x", 1),
+        ev.text_delta(0, 'quote " here'),
+        ev.message_stop(),
+        ev.error("api_error", "boom"),
+        ev.content_block_stop(3),
+    ):
+        assert ev.type_of(ev.encode(event)) == event["type"]
+    assert ev.type_of('{"index": 0, "type": "content_block_stop"}') == "content_block_stop"
