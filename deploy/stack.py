@@ -27,6 +27,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_pair() -> int:
+    """A port ``p`` such that ``p`` and ``p + 1`` are both free right now (e.g. for ``make run``'s
+    two worker metrics servers), kept out of ``free_port``'s picks while it looks."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no two adjacent free ports")
+
+
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> None:
     """Poll ``predicate`` until it is true; raise ``TimeoutError`` naming ``what``."""
     deadline = time.monotonic() + timeout

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from deploy.stack import free_port
+from deploy.stack import free_port, free_port_pair
 from tests.integration.helpers import body, check_grammar, observe, status, submit, wait_status
 from tests.integration.stacks import (
     SCRIPTED_MODELS,
@@ -80,11 +80,12 @@ def test_make_run_starts_an_upstream_worker_for_upstream_models(tmp_path):
     """With upstream-queue models in the registry, ``deploy.run`` also starts a thread-pool worker."""
     models = tmp_path / "models.toml"
     models.write_text(SCRIPTED_MODELS)
-    api_port, metrics_port = free_port(), free_port()
+    api_port, flower_port = free_port(), free_port()
+    metrics_port = free_port_pair()  # the local worker's port and the upstream worker's (+1)
     with make_run(
         tmp_path,
         SLUICE_PORT=str(api_port),
-        SLUICE_FLOWER_PORT=str(free_port()),
+        SLUICE_FLOWER_PORT=str(flower_port),
         SLUICE_MODELS_FILE=str(models),
         SLUICE_WORKER_METRICS_PORT=str(metrics_port),
         SLUICE_UPSTREAM_CONCURRENCY="8",
