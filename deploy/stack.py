@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The Celery command line of this project's app, for workers and Flower.
+CELERY = (sys.executable, "-m", "celery", "-A", "workers.main")
 
 
 def free_port() -> int:
@@ -189,11 +191,7 @@ class Stack:
             extra["SLUICE_WORKER_METRICS_PORT"] = str(metrics_port)
             extra["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir(f"worker-{hostname}"))
         argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.main",
+            *CELERY,
             "worker",
             "--hostname",
             f"{hostname}@%h",
@@ -241,11 +239,7 @@ class Stack:
     def start_flower(self, port: int, basic_auth: str | None = None) -> str:
         """Flower on ``port`` (task events come from the workers' ``-E``)."""
         argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.main",
+            *CELERY,
             "flower",
             f"--port={port}",
             "--address=127.0.0.1",

@@ -1,4 +1,9 @@
-"""A small SSE parser for tests: frames as (id, event, data-dict)."""
+"""A small SSE parser for tests: frames as (id, event, data-dict, raw data).
+
+Deliberately separate from the CLI's parser (``cli/client.py``): the tests check the server's
+wire format against an oracle of their own, keeping the exact ``event:`` line and raw ``data:``
+bytes, where the CLI is lenient (it falls back to the payload's type).
+"""
 
 from __future__ import annotations
 
