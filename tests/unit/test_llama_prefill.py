@@ -37,16 +37,34 @@ def test_same_seed_same_text_whatever_ran_before(provider):
     assert _text(fresh, sea) == cold
 
 
-def test_a_repeated_prompt_reuses_its_cached_chunks(provider):
-    """After a prompt ran, the next run of it keeps the whole chunks of its cache."""
-    _text(provider, "Name three colours.")
-    tokens = provider.prompt_tokens(_request("Name three colours."))
+def _evaluated(provider: LlamaCppProvider, text: str) -> list[int]:
+    """The tokens the model evaluated while generating for ``text``."""
     evaluated: list[int] = []
     real_eval = provider.llm.eval
     provider.llm.eval = lambda chunk: (evaluated.extend(chunk), real_eval(chunk))[1]
     try:
-        _text(provider, "Name three colours.")
+        _text(provider, text)
     finally:
         provider.llm.eval = real_eval
-    prompt_part = len(tokens) - (len(tokens) - 1) // 16 * 16
-    assert evaluated[:prompt_part] == tokens[-prompt_part:]
+    return evaluated
+
+
+def test_a_repeated_prompt_evaluates_no_prompt_token(provider):
+    """The same prompt again samples its first token from the kept logits: only the
+    generated tokens are evaluated, and the text is the cold run's."""
+    cold = _text(provider, "Name three colours.")
+    evaluated = _evaluated(provider, "Name three colours.")
+    assert evaluated, "the generated tokens are evaluated"
+    assert cold.startswith(provider.llm.detokenize(evaluated).decode(errors="replace"))
+    assert _text(provider, "Name three colours.") == cold
+
+
+def test_a_prompt_sharing_a_prefix_reuses_whole_cached_chunks(provider):
+    """A different prompt with the same beginning evaluates only from the last whole chunk."""
+    _text(provider, "Name three colours.")
+    tokens = provider.prompt_tokens(_request("Name three colours of the rainbow."))
+    before = provider.prompt_tokens(_request("Name three colours."))
+    common = next(i for i, (a, b) in enumerate(zip(tokens, before, strict=False)) if a != b)
+    evaluated = _evaluated(provider, "Name three colours of the rainbow.")
+    keep = common // 16 * 16
+    assert evaluated[: len(tokens) - keep] == tokens[keep:]

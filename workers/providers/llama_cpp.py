@@ -88,6 +88,9 @@ class LlamaCppProvider:
     llm: Any
     model: str
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: The last prompt prefilled and the logits at its end (see ``_prefill``).
+    _last_prompt: list[int] = field(default_factory=list)
+    _last_logits: Any = None
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> LlamaCppProvider:
@@ -189,6 +192,11 @@ class LlamaCppProvider:
         seed, the text) do not depend on what ran before. Evaluating a cached prefix plus an
         arbitrary suffix would not be so (it breaks seed repeatability); a full re-evaluation
         would cost the whole prompt's time on every request.
+
+        The same prompt again (a retry, a benchmark, a shared system prompt with an empty
+        turn) costs nothing: the logits at the end of the last prompt are kept, and when the
+        whole prompt is still in the KV cache they are put back for the sampler, so the first
+        token is sampled from bit-identical logits without evaluating anything.
         """
         llm = self.llm
         common = 0
@@ -196,10 +204,23 @@ class LlamaCppProvider:
             if cached != wanted:
                 break
             common += 1
+        if common == len(tokens) and tokens == self._last_prompt and self._last_logits is not None:
+            llm.n_tokens = len(tokens)
+            self._logits_view()[:] = self._last_logits
+            return
         keep = min(common, len(tokens) - 1) // PREFILL_CHUNK * PREFILL_CHUNK  # evaluate >= 1 token
         llm.n_tokens = keep
         for start in range(keep, len(tokens), PREFILL_CHUNK):
             llm.eval(tokens[start : start + PREFILL_CHUNK])
+        self._last_prompt = list(tokens)
+        self._last_logits = self._logits_view().copy()
+
+    def _logits_view(self) -> Any:
+        """The sampler's input: the context's logits of the last evaluated position, in place."""
+        import numpy as np
+
+        llm = self.llm
+        return np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
 
     def _text(
         self, request: dict[str, Any], tokens: list[int], budget: _Budget, grammar: Any
