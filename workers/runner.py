@@ -20,6 +20,7 @@ from workers.generation import Outcome, resume_generation, run_generation
 from workers.providers.base import Resume
 from workers.resume import ResumeState, resume_state
 from workers.runtime import Runtime
+from workers.writer import background_writer
 
 log = logging.getLogger("sluice.worker")
 
@@ -138,9 +139,10 @@ def _run_claimed(runtime: Runtime, sink: BoundSink, *, resumed: bool) -> Outcome
     if state is None or not state.started:  # nothing was written yet: a plain (re)start
         queue_wait_ms = round((time.time() - float(status.get("created_ts", time.time()))) * 1000, 1)
         sink.append([], {"queue_wait_ms": queue_wait_ms})
-        outcome = run_generation(
-            message_id, request, provider, sink, max_tokens=max_tokens, coalesce_seconds=coalesce
-        )
+        with background_writer(sink) as writer:
+            outcome = run_generation(
+                message_id, request, provider, writer, max_tokens=max_tokens, coalesce_seconds=coalesce
+            )
         metrics.record(spec.id, status.get("queue") or spec.queue, queue_wait_ms, outcome)
         return outcome
     if not state.resumable or not hasattr(provider, "resume_stream"):
@@ -149,18 +151,19 @@ def _run_claimed(runtime: Runtime, sink: BoundSink, *, resumed: bool) -> Outcome
         return Outcome(final if final in TERMINAL_STATUSES else ERROR, error_message=reason)
     log.info("resume", extra={"message_id": message_id, "chars": len(state.text)})
     ttft = status.get("ttft_ms")
-    outcome = resume_generation(
-        message_id,
-        request,
-        provider,  # type: ignore[arg-type]  # checked by hasattr just above
-        sink,
-        max_tokens=max_tokens,
-        resume=Resume(state.text, int(status.get("output_tokens") or 0)),
-        open_index=state.index,
-        text_open=state.open_kind == "text",
-        ttft_ms=float(ttft) if ttft else None,
-        coalesce_seconds=coalesce,
-    )
+    with background_writer(sink) as writer:
+        outcome = resume_generation(
+            message_id,
+            request,
+            provider,  # type: ignore[arg-type]  # checked by hasattr just above
+            writer,
+            max_tokens=max_tokens,
+            resume=Resume(state.text, int(status.get("output_tokens") or 0)),
+            open_index=state.index,
+            text_open=state.open_kind == "text",
+            ttft_ms=float(ttft) if ttft else None,
+            coalesce_seconds=coalesce,
+        )
     queue_wait_ms = float(status.get("queue_wait_ms") or 0)
     metrics.record(spec.id, status.get("queue") or spec.queue, queue_wait_ms, outcome)
     return outcome
