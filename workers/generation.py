@@ -34,9 +34,6 @@ from workers.stops import StopScanner
 
 GO_ON, CANCEL_ASKED, GONE = 0, 1, -1
 
-#: Delta kinds that coalescing may merge, and the field holding their text.
-_MERGEABLE = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
-
 
 class EventSink(Protocol):
     """Where a generation writes: ``append`` answers GO_ON, CANCEL_ASKED or GONE."""
@@ -132,9 +129,6 @@ class _Run:
     model_hint: str = "default"
     #: The provider's final prompt count, when it differs from what message_start said.
     late_input_tokens: dict[str, int] = field(default_factory=dict)
-    #: Hold deltas up to this long and write them merged (0: write after every provider event).
-    coalesce_s: float = 0.0
-    held_since: float | None = None
 
     @property
     def output_tokens(self) -> int:
@@ -162,28 +156,12 @@ class _Run:
             return True
         return False
 
-    def _holding(self) -> bool:
-        """True while coalescing keeps pending deltas back (never the first one, never a block edge)."""
-        pending = self.blocks.events
-        if not self.coalesce_s or self.ttft_ms is None or not pending:
-            return False
-        if any(e["type"] != "content_block_delta" for e in pending):
-            return False
-        now = time.monotonic()
-        if self.held_since is None:
-            self.held_since = now
-        return now - self.held_since < self.coalesce_s
-
     def take(self) -> list[ev.Event]:
-        """The pending events, merged when coalescing."""
-        self.held_since = None
-        events = self.blocks.take()
-        return merge_deltas(events) if self.coalesce_s else events
+        """The pending events."""
+        return self.blocks.take()
 
     def flush(self) -> int:
         """Write what the last events produced; answers the sink's signal."""
-        if self._holding():
-            return GO_ON
         events = self.take()
         fields: dict[str, str | int | float] = {}
         if self.ttft_ms is None and any(e["type"] == "content_block_delta" for e in events):
@@ -224,14 +202,10 @@ def run_generation(
     sink: EventSink,
     *,
     max_tokens: int,
-    coalesce_seconds: float = 0.0,
 ) -> Outcome:
-    """Run one generation to its end, writing every event to ``sink``.
-
-    With ``coalesce_seconds`` > 0, text deltas produced within that window are held and
-    written as one merged delta (fewer appends and entries; the first delta is never held).
-    """
-    run = _Run(message_id, sink, StopScanner(request.get("stop_sequences")), coalesce_s=coalesce_seconds)
+    """Run one generation to its end, writing every event to ``sink`` (``workers.writer``
+    puts a writer thread, and the coalescing of deltas, between the loop and the store)."""
+    run = _Run(message_id, sink, StopScanner(request.get("stop_sequences")))
     run.model_hint = str(request.get("model") or "default")
     return _guarded(run, provider.stream(request, max_tokens), resumed=False)
 
@@ -247,7 +221,6 @@ def resume_generation(
     open_index: int,
     text_open: bool,
     ttft_ms: float | None = None,
-    coalesce_seconds: float = 0.0,
 ) -> Outcome:
     """Continue a generation a dead worker left: no second ``message_start``; deltas go on
     in the open text block (``open_index``) or in the next block."""
@@ -256,7 +229,6 @@ def resume_generation(
         sink,
         StopScanner(request.get("stop_sequences")),
         ttft_ms=ttft_ms,
-        coalesce_s=coalesce_seconds,
     )
     run.blocks = _Blocks(index=open_index, kind="text" if text_open else None, tokens=resume.tokens)
     run.opened = True
@@ -346,23 +318,3 @@ def _drive(run: _Run, stream: ProviderStream, resumed: bool = False) -> Outcome:
     ]
     status = run.sink.finish(COMPLETED, ending, {"stop_reason": run.stop_reason, **run.stats()})
     return run.outcome(status or COMPLETED, run.stop_reason)
-
-
-def merge_deltas(events: list[ev.Event]) -> list[ev.Event]:
-    """Adjacent deltas of one block and kind merged into one event (the text is unchanged)."""
-    merged: list[ev.Event] = []
-    for event in events:
-        prev = merged[-1] if merged else None
-        kind = event.get("delta", {}).get("type") if event["type"] == "content_block_delta" else None
-        if (
-            kind in _MERGEABLE
-            and prev is not None
-            and prev["type"] == "content_block_delta"
-            and prev["index"] == event["index"]
-            and prev["delta"]["type"] == kind
-        ):
-            name = _MERGEABLE[kind]
-            prev["delta"] = {**prev["delta"], name: prev["delta"][name] + event["delta"][name]}
-        else:
-            merged.append(event)
-    return merged

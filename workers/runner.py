@@ -139,10 +139,8 @@ def _run_claimed(runtime: Runtime, sink: BoundSink, *, resumed: bool) -> Outcome
     if state is None or not state.started:  # nothing was written yet: a plain (re)start
         queue_wait_ms = round((time.time() - float(status.get("created_ts", time.time()))) * 1000, 1)
         sink.append([], {"queue_wait_ms": queue_wait_ms})
-        with background_writer(sink) as writer:
-            outcome = run_generation(
-                message_id, request, provider, writer, max_tokens=max_tokens, coalesce_seconds=coalesce
-            )
+        with background_writer(sink, coalesce) as writer:
+            outcome = run_generation(message_id, request, provider, writer, max_tokens=max_tokens)
         metrics.record(spec.id, status.get("queue") or spec.queue, queue_wait_ms, outcome)
         return outcome
     if not state.resumable or not hasattr(provider, "resume_stream"):
@@ -151,7 +149,7 @@ def _run_claimed(runtime: Runtime, sink: BoundSink, *, resumed: bool) -> Outcome
         return Outcome(final if final in TERMINAL_STATUSES else ERROR, error_message=reason)
     log.info("resume", extra={"message_id": message_id, "chars": len(state.text)})
     ttft = status.get("ttft_ms")
-    with background_writer(sink) as writer:
+    with background_writer(sink, coalesce) as writer:
         outcome = resume_generation(
             message_id,
             request,
@@ -162,7 +160,6 @@ def _run_claimed(runtime: Runtime, sink: BoundSink, *, resumed: bool) -> Outcome
             open_index=state.index,
             text_open=state.open_kind == "text",
             ttft_ms=float(ttft) if ttft else None,
-            coalesce_seconds=coalesce,
         )
     queue_wait_ms = float(status.get("queue_wait_ms") or 0)
     metrics.record(spec.id, status.get("queue") or spec.queue, queue_wait_ms, outcome)

@@ -1,11 +1,21 @@
-"""Delta coalescing in the generation loop: same text, fewer appends, first token prompt, cancel seen."""
+"""Delta coalescing in the writer: same text, fewer appends, first token prompt, on time, cancel seen."""
 
 from __future__ import annotations
+
+import time
 
 from shared import events as ev
 from shared.accumulator import accumulate
 from tests.unit.test_generation import REQUEST, ListSink, provider
-from workers.generation import CANCEL_ASKED, merge_deltas, run_generation
+from workers.generation import CANCEL_ASKED, Outcome, run_generation
+from workers.providers.base import Finished, Started, TextDelta
+from workers.providers.scripted import ScriptedProvider
+from workers.writer import background_writer, merge_deltas
+
+
+def _coalesced(sink: ListSink, window: float, prov: ScriptedProvider, max_tokens: int) -> Outcome:
+    with background_writer(sink, window) as writer:
+        return run_generation("m", REQUEST, prov, writer, max_tokens=max_tokens)
 
 
 def _text(sink: ListSink) -> str:
@@ -16,9 +26,7 @@ def test_coalesced_stream_has_the_same_text_in_fewer_appends():
     """With a window, the deltas are merged: the text and the message are those of the plain run."""
     plain, merged = ListSink(), ListSink()
     run_generation("m", REQUEST, provider(tokens_per_second=2000), plain, max_tokens=60)
-    run_generation(
-        "m", REQUEST, provider(tokens_per_second=2000), merged, max_tokens=60, coalesce_seconds=0.01
-    )
+    _coalesced(merged, 0.01, provider(tokens_per_second=2000), 60)
     assert _text(merged) == _text(plain)
     assert accumulate(merged.events) == accumulate(plain.events)
     assert merged.appends < plain.appends / 3
@@ -27,18 +35,43 @@ def test_coalesced_stream_has_the_same_text_in_fewer_appends():
 def test_first_delta_is_never_held():
     """The first text delta is written on its own append, so coalescing adds nothing to TTFT."""
     sink = ListSink()
-    run_generation("m", REQUEST, provider(tokens_per_second=1000), sink, max_tokens=30, coalesce_seconds=1.0)
+    _coalesced(sink, 1.0, provider(tokens_per_second=1000), 30)
     deltas = [e for e in sink.events if e["type"] == "content_block_delta"]
     assert deltas[0]["delta"]["text"] == "The "
     assert len(deltas) == 2  # the first token, then the other 29 held by the long window
 
 
+class _Paused:
+    """Yields two tokens, pauses far longer than the window, and notes what the sink had
+    received by the end of the pause."""
+
+    def __init__(self, pause: float, sink: ListSink) -> None:
+        self.pause, self.sink = pause, sink
+        self.seen_after_pause = ""
+
+    def stream(self, request, max_tokens):
+        yield Started(input_tokens=3, model="paused")
+        yield TextDelta("one ", 1)
+        yield TextDelta("two ", 1)
+        time.sleep(self.pause)
+        self.seen_after_pause = _text(self.sink)
+        yield TextDelta("three", 1)
+        yield Finished("end_turn")
+
+
+def test_a_held_delta_is_written_when_its_window_ends_even_if_the_provider_pauses():
+    """The timer runs in the writer: a pause of the provider does not keep a delta back."""
+    sink = ListSink()
+    paused = _Paused(0.3, sink)
+    _coalesced(sink, 0.02, paused, 10)  # type: ignore[arg-type]
+    assert paused.seen_after_pause == "one two "
+    assert _text(sink) == "one two three"
+
+
 def test_cancel_is_seen_while_coalescing():
     """A cancel reaches a coalescing loop on its next write and ends the stream well-formed."""
     sink = ListSink(signal_after=3, signal=CANCEL_ASKED)
-    outcome = run_generation(
-        "m", REQUEST, provider(tokens_per_second=2000), sink, max_tokens=5000, coalesce_seconds=0.005
-    )
+    outcome = _coalesced(sink, 0.005, provider(tokens_per_second=2000), 5000)
     assert outcome.status == "cancelled"
     assert outcome.output_tokens < 200
     assert [e["type"] for e in sink.events[-2:]] == ["message_delta", "message_stop"]

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from shared import events as ev
+from tests.unit.test_generation import REQUEST
 from workers.generation import CANCEL_ASKED, GO_ON, run_generation
 from workers.providers.scripted import ScriptedProvider
 from workers.writer import background_writer
@@ -102,14 +103,12 @@ def test_a_failed_write_is_raised_to_the_generation_thread():
 
 def test_a_generation_through_the_writer_stores_every_event():
     """The loop over a writer gives the same stream as over the sink itself."""
-    request = {"model": "scripted", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}
+    request = REQUEST
     direct = GatedSink()
     run_generation("msg_1", request, ScriptedProvider("scripted"), direct, max_tokens=40)
     background = GatedSink()
     with background_writer(background) as writer:
-        outcome = run_generation(
-            "msg_1", request, ScriptedProvider("scripted"), writer, max_tokens=40
-        )
+        outcome = run_generation("msg_1", request, ScriptedProvider("scripted"), writer, max_tokens=40)
     assert outcome.status == "completed", outcome.error_message
     assert background.written == direct.written
     assert background.finished == direct.finished
