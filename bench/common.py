@@ -44,9 +44,21 @@ options = { tokens_per_second = 50 }
 provider = "llama_cpp"
 queue = "sluice.local"
 
-[models.default-coalesced]
+[models.default-c0]
 provider = "llama_cpp"
-queue = "sluice.local.coalesced"
+queue = "sluice.local.c0"
+
+[models.default-c10]
+provider = "llama_cpp"
+queue = "sluice.local.c10"
+
+[models.default-c25]
+provider = "llama_cpp"
+queue = "sluice.local.c25"
+
+[models.default-c50]
+provider = "llama_cpp"
+queue = "sluice.local.c50"
 """
 
 

@@ -46,8 +46,9 @@ class Settings:
     api_redis_connections: int = 3
     # Events an SSE observer may have queued in the fan-out hub before it catches up from Redis instead.
     hub_mailbox_events: int = 1024
-    # Worker: hold text deltas up to this long and write them as one merged delta (0 = every token at once).
-    coalesce_ms: float = 0.0
+    # Worker: hold text deltas up to this long and write them as one merged delta (0 = every token at
+    # once). 25 ms: the model benchmark's streaming efficiency reaches 1.0 (0.89 at 0 ms); bench/README.md.
+    coalesce_ms: float = 25.0
     # Reliability and security (README "Guarantees", "Auth and limits").
     lock_lease_seconds: int = 10
     max_resumes: int = 3
