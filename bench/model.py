@@ -32,6 +32,7 @@ class Timing:
     first: float
     last: float
     tokens: int
+    message_id: str = ""
 
     @property
     def ttft_ms(self) -> float:
@@ -94,7 +95,15 @@ def sluice_async(client: httpx.Client, api: str, max_tokens: int, model: str = "
     body = _sluice_body(max_tokens, model)
     message_id = client.post(f"{api}/v1/messages/async", json=body).json()["message_id"]
     with client.stream("GET", f"{api}/v1/messages/async/{message_id}/stream") as response:
-        return _sluice_events(response.iter_lines(), started)
+        timing = _sluice_events(response.iter_lines(), started)
+    timing.message_id = message_id
+    return timing
+
+
+def worker_ttft_ms(client: httpx.Client, api: str, message_id: str) -> float:
+    """The worker's own time from claiming the message to its first delta (``/status``)."""
+    status = client.get(f"{api}/v1/messages/async/{message_id}/status").json()
+    return float(status["metadata"]["ttft_ms"])
 
 
 def sluice_sync(client: httpx.Client, api: str, max_tokens: int) -> Timing:
@@ -139,6 +148,7 @@ def run(options: Options) -> list[Metric]:
     direct_ttft = Metric("direct llama-cpp-python TTFT", "ms")
     direct_rate = Metric("direct llama-cpp-python tokens/s", "tok/s")
     sluice_ttft = Metric("Sluice async TTFT (submit → first delta at observer)", "ms")
+    pipeline = Metric("pipeline share of the TTFT (observer TTFT - worker's claim → first token)", "ms")
     peer_ttft_ratio = Metric(
         "peer: TTFT ratio (Sluice /v1/messages ÷ llama_cpp.server)", "ratio", "≤ 1.05", lambda v: v <= 1.05
     )
@@ -153,6 +163,7 @@ def run(options: Options) -> list[Metric]:
         overhead,
         direct_ttft,
         sluice_ttft,
+        pipeline,
         direct_rate,
         peer_ttft_ratio,
         peer_rate_ratio,
@@ -221,6 +232,7 @@ def run(options: Options) -> list[Metric]:
                 direct_ttft.add(d.ttft_ms)
                 direct_rate.add(d.tokens_per_second)
                 sluice_ttft.add(a.ttft_ms)
+                pipeline.add(a.ttft_ms - worker_ttft_ms(client, st.api, a.message_id))
                 peer_ttft.add(p.ttft_ms)
                 sync_ttft.add(s.ttft_ms)
                 peer_ttft_ratio.add(s.ttft_ms / p.ttft_ms)

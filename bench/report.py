@@ -43,18 +43,23 @@ def markdown(results: list[dict[str, Any]]) -> str:
         f"Machine: {box['nproc']} CPUs ({box['cpu']}), {box['ram_gb']} GB RAM, Python {box['python']}, "
         f"Redis {box['redis']}; load average at start {box['loadavg_at_start']}.",
         f"Run: {'QUICK mode (SLUICE_BENCH_QUICK=1)' if quick else 'full'}, "
-        f"finished {max(r['finished_at'] for r in results)}; each figure is the median of "
-        f"{', '.join(sorted({str(r['repeats']) for r in results}))} repeats, with min and max.",
+        f"finished {max(r['finished_at'] for r in results)}; each figure is the median of its n "
+        "runs, with min and max.",
+        "Each benchmark's run: "
+        + "; ".join(
+            f"{r['name']} {r['finished_at']} (load {r['machine']['loadavg_at_start'][0]})" for r in results
+        )
+        + ".",
         "",
-        "| benchmark | metric | median | min | max | unit | target | met |",
-        "|---|---|---:|---:|---:|---|---|---|",
+        "| benchmark | metric | median | min | max | n | unit | target | met |",
+        "|---|---|---:|---:|---:|---:|---|---|---|",
     ]
     for result in results:
         for metric in result["metrics"]:
             met = {True: "yes", False: "**no**", None: ""}[metric["met"]]
             lines.append(
                 f"| {result['name']} | {metric['name']} | {_fmt(metric['median'])} | {_fmt(metric['min'])} | "
-                f"{_fmt(metric['max'])} | {metric['unit']} | {metric['target']} | {met} |"
+                f"{_fmt(metric['max'])} | {len(metric['runs'])} | {metric['unit']} | {metric['target']} | {met} |"
             )
     return "\n".join(lines) + "\n"
 
