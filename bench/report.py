@@ -57,9 +57,10 @@ def markdown(results: list[dict[str, Any]]) -> str:
     for result in results:
         for metric in result["metrics"]:
             met = {True: "yes", False: "**no**", None: ""}[metric["met"]]
+            figures = " | ".join(_fmt(metric[k]) for k in ("median", "min", "max"))
             lines.append(
-                f"| {result['name']} | {metric['name']} | {_fmt(metric['median'])} | {_fmt(metric['min'])} | "
-                f"{_fmt(metric['max'])} | {len(metric['runs'])} | {metric['unit']} | {metric['target']} | {met} |"
+                f"| {result['name']} | {metric['name']} | {figures} | {len(metric['runs'])} | "
+                f"{metric['unit']} | {metric['target']} | {met} |"
             )
     return "\n".join(lines) + "\n"
 
