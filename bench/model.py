@@ -34,6 +34,13 @@ class Timing:
     tokens: int
     message_id: str = ""
 
+    @classmethod
+    def mean(cls, one: Timing, other: Timing) -> Timing:
+        """A timing with the mean TTFT and the mean duration of two runs (same token count)."""
+        ttft = (one.first - one.started + other.first - other.started) / 2
+        total = (one.last - one.started + other.last - other.started) / 2
+        return cls(0.0, ttft, total, one.tokens)
+
     @property
     def ttft_ms(self) -> float:
         return (self.first - self.started) * 1000
@@ -136,6 +143,30 @@ def peer(client: httpx.Client, base: str, max_tokens: int) -> Timing:
     return Timing(started, first, last, tokens)
 
 
+def _repeat(
+    llm: Any, client: httpx.Client, api: str, peer_url: str, max_tokens: int, repeat: int
+) -> dict[str, Timing]:
+    """One repeat: the direct call first and last, the others in between in an order that
+    rotates from repeat to repeat (so none always runs right after the direct call); the
+    Sluice/peer pair stays adjacent, its order alternating."""
+    pair = [
+        ("sync", lambda: sluice_sync(client, api, max_tokens)),
+        ("peer", lambda: peer(client, peer_url, max_tokens)),
+    ]
+    units: list[list[tuple[str, Any]]] = [
+        [("async", lambda: sluice_async(client, api, max_tokens))],
+        pair if repeat % 2 == 0 else pair[::-1],
+        *[[(f"{w} ms", lambda w=w: sluice_async(client, api, max_tokens, f"default-c{w}"))] for w in WINDOWS],
+    ]
+    shift = repeat % len(units)
+    timings = {"direct": direct(llm, max_tokens)}
+    for unit in units[shift:] + units[:shift]:
+        for name, call in unit:
+            timings[name] = call()
+    timings["direct again"] = direct(llm, max_tokens)
+    return timings
+
+
 def run(options: Options) -> list[Metric]:
     """Efficiency, TTFT overhead and the peer-server ratios, each measured within one repeat."""
     from workers.providers.llama_cpp import default_model_path, load_llama
@@ -220,13 +251,11 @@ def run(options: Options) -> list[Metric]:
             for w in WINDOWS:  # each worker has the prompt in its cache, as the default one has
                 sluice_async(client, st.api, 8, f"default-c{w}")
             for repeat in range(options.repeats):
-                d = direct(llm, max_tokens)
-                a = sluice_async(client, st.api, max_tokens)
-                s = sluice_sync(client, st.api, max_tokens)
-                p = peer(client, peer_url, max_tokens)
-                windowed = {w: sluice_async(client, st.api, max_tokens, f"default-c{w}") for w in WINDOWS}
-                for w, timing in windowed.items():
-                    by_window[w].add(timing.tokens_per_second / d.tokens_per_second)
+                t = _repeat(llm, client, st.api, peer_url, max_tokens, repeat)
+                d = Timing.mean(t["direct"], t["direct again"])  # the reference: before and after
+                a, s, p = t["async"], t["sync"], t["peer"]
+                for w in WINDOWS:
+                    by_window[w].add(t[f"{w} ms"].tokens_per_second / d.tokens_per_second)
                 efficiency.add(a.tokens_per_second / d.tokens_per_second)
                 overhead.add(a.ttft_ms - d.ttft_ms)
                 direct_ttft.add(d.ttft_ms)
@@ -240,11 +269,9 @@ def run(options: Options) -> list[Metric]:
                 tokens.add(a.tokens)
                 log(
                     f"model: repeat {repeat + 1}: "
-                    f"direct {d.ttft_ms:.1f} ms {d.tokens_per_second:.0f} tok/s ({d.tokens}), "
-                    f"async {a.ttft_ms:.1f} ms {a.tokens_per_second:.0f} tok/s ({a.tokens}), "
-                    f"sync {s.ttft_ms:.1f} ms {s.tokens_per_second:.0f} tok/s, "
-                    f"peer {p.ttft_ms:.1f} ms {p.tokens_per_second:.0f} tok/s ({p.tokens}), "
-                    + ", ".join(f"{w} ms {t.tokens_per_second:.0f} tok/s" for w, t in windowed.items())
+                    + ", ".join(
+                        f"{k} {v.ttft_ms:.1f} ms {v.tokens_per_second:.0f} tok/s" for k, v in t.items()
+                    )
                 )
     write_result(
         "model", options, metrics, {"max_tokens": max_tokens, "prompt": PROMPT, "windows_ms": WINDOWS}
