@@ -339,8 +339,9 @@ class Hub:
                     self._stop_pushing(message_id, mailbox)
                     if pusher.last is not None and pusher.last != pushed_before:
                         cursor.skip_to(pusher.last, pusher.ended)
-                        if got is None:
-                            continue  # events went out meanwhile: not idle
+                        if got is None:  # events went out meanwhile: not idle, no ping
+                            yield []  # but the pusher may hold the rest of one
+                            continue
                 else:
                     got = mailbox.get(idle_seconds)
                 if got is None:

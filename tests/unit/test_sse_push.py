@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from api.hub import Batch
-from api.sse import SocketPusher, frames
+from api.sse import SocketPusher, frame, frames, sse_body
 from shared.store import StoredEvent
 
 
@@ -108,3 +108,25 @@ def test_pusher_only_for_plain_http1_on_a_non_blocking_socket(pair):
     assert SocketPusher.for_environ(environ(None)) is None
     server.setblocking(True)
     assert SocketPusher.for_environ(environ(server)) is None
+
+
+def test_sse_body_sends_headers_first_then_what_the_pusher_kept_before_the_next_chunk(pair):
+    """With a pusher the body starts empty (headers), flushes the pusher's rest before a chunk, and
+    counts a terminal event the tail wrote as finished."""
+    server, client = pair
+    client.settimeout(5)
+    pusher = SocketPusher(server, chunked=False)
+    closed: list[bool] = []
+
+    def chunks() -> Iterator[list[StoredEvent] | None]:
+        pusher.pending = b"rest of a batch"
+        yield []
+        yield [event(3)]
+        pusher.ended = True
+
+    body = sse_body(chunks(), closed.append, pusher)
+    assert next(body) == b""
+    assert next(body) == frame(event(3))
+    assert client.recv(100) == b"rest of a batch"
+    assert list(body) == []
+    assert closed == [True]
