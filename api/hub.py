@@ -10,6 +10,13 @@ Each batch carries the id it was read after (``prev``). An observer that finds
 ``prev`` beyond the last event it yielded (it joined late, or its mailbox overflowed
 because it reads slowly) catches up from Redis with ``XRANGE`` from its own last id:
 it falls behind alone, and never skips an event.
+
+An observer that is caught up can hand the tail a *pusher* (a non-blocking writer to its
+connection, built by the HTTP layer): while its mailbox is empty, the tail writes each batch
+to it directly, one shared encoding for all, instead of waking the observer's own thread
+per batch (with a thousand observers that wake-up cost, not the writing, was the lag).
+A pusher that cannot take a batch whole keeps the rest; the tail hands the observer back
+to its mailbox, which flushes the rest first and goes on from the pusher's position.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import redis
 
@@ -46,6 +54,28 @@ class Batch:
 
     prev: str
     events: tuple[StoredEvent, ...]
+    #: Encodings of ``events`` by pusher framing, built once for every pusher of the batch.
+    payloads: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def ended(self) -> bool:
+        """True when the batch ends with the terminal event."""
+        return ev.is_terminal(self.events[-1].type)
+
+
+class Pusher(Protocol):
+    """Writes batches straight to one observer's connection for the tail, never blocking.
+
+    ``last`` is the id of the last event it wrote (whole or in part), ``ended`` whether that
+    was the terminal event; the observer goes on from there when pushing stops.
+    """
+
+    last: str | None
+    ended: bool
+
+    def push(self, batch: Batch) -> bool:
+        """Write ``batch``; False when it did not go out whole (the pusher keeps the rest) or failed."""
+        ...
 
 
 class Mailbox:
@@ -103,6 +133,11 @@ class Mailbox:
             return True
 
     @property
+    def flagged(self) -> bool:
+        """True when the reader must catch up (or rejoin) before anything else."""
+        return self._lagged or self._closed
+
+    @property
     def closed(self) -> bool:
         """True once the tail feeding this mailbox has stopped early."""
         return self._closed
@@ -117,7 +152,10 @@ class _Tail:
 
     key: str
     last: str
+    #: Observers fed through their mailboxes.
     mailboxes: set[Mailbox] = field(default_factory=set)
+    #: Caught-up observers the tail writes to directly (not in ``mailboxes`` meanwhile).
+    pushers: dict[Mailbox, Pusher] = field(default_factory=dict)
     thread: threading.Thread | None = None
 
 
@@ -167,6 +205,26 @@ class Hub:
             tail = self._tails.get(message_id)
             if tail is not None:
                 tail.mailboxes.discard(mailbox)
+                tail.pushers.pop(mailbox, None)
+
+    def _start_pushing(self, message_id: str, mailbox: Mailbox, pusher: Pusher, last: str) -> bool:
+        """Let the tail write to ``pusher`` directly if the observer is level with it."""
+        with self._lock:
+            tail = self._tails.get(message_id)
+            if tail is None or mailbox not in tail.mailboxes or tail.last != last or len(mailbox):
+                return False
+            if mailbox.flagged:  # lagged or closed: its reader has work first
+                return False
+            tail.mailboxes.discard(mailbox)
+            tail.pushers[mailbox] = pusher
+            return True
+
+    def _stop_pushing(self, message_id: str, mailbox: Mailbox) -> None:
+        """Back to the mailbox (unless the tail already handed the observer back)."""
+        with self._lock:
+            tail = self._tails.get(message_id)
+            if tail is not None and tail.pushers.pop(mailbox, None) is not None:
+                tail.mailboxes.add(mailbox)
 
     def _run_tail(self, message_id: str, tail: _Tail) -> None:
         """Read the stream until no observer is left or the terminal event was read."""
@@ -176,7 +234,7 @@ class Hub:
             with self._lock:
                 if self._tails.get(message_id) is tail:
                     del self._tails[message_id]
-                orphans = list(tail.mailboxes)
+                orphans = [*tail.mailboxes, *tail.pushers]
             for mailbox in orphans:
                 mailbox.close()
             raise
@@ -184,7 +242,7 @@ class Hub:
     def _tail_loop(self, message_id: str, tail: _Tail) -> None:
         while True:
             with self._lock:
-                if not tail.mailboxes:
+                if not tail.mailboxes and not tail.pushers:
                     del self._tails[message_id]
                     self._release_idle()
                     return
@@ -201,6 +259,7 @@ class Hub:
             with self._lock:
                 tail.last = batch.events[-1].id
                 receivers = list(tail.mailboxes)
+                self._push(tail, batch, ended)
                 if ended:
                     del self._tails[message_id]
                     self._release_idle()
@@ -208,6 +267,19 @@ class Hub:
                 mailbox.put(batch)
             if ended:
                 return
+
+    @staticmethod
+    def _push(tail: _Tail, batch: Batch, ended: bool) -> None:
+        """Write ``batch`` to every pusher (holding the lock); wake the ones that must stop."""
+        if not tail.pushers:
+            return
+        stopped = [mailbox for mailbox, pusher in tail.pushers.items() if not pusher.push(batch)]
+        if ended:
+            stopped = list(tail.pushers)
+        for mailbox in stopped:
+            del tail.pushers[mailbox]
+            tail.mailboxes.add(mailbox)
+            mailbox.mark_lagged()
 
     def _release_idle(self) -> None:
         """With no tail left, close the idle tail connections (called holding the lock)."""
@@ -234,12 +306,16 @@ class Hub:
                 yield from chunk
 
     def follow_chunks(
-        self, message_id: str, after: str, *, idle_seconds: float
+        self, message_id: str, after: str, *, idle_seconds: float, pusher: Pusher | None = None
     ) -> Iterator[list[StoredEvent] | None]:
         """Like ``follow``, but each chunk holds every event ready at once, to write in one send.
 
         An observer that keeps up gets one event per chunk; one that fell behind gets what
         piled up in one piece, which is how it catches up without a send per event.
+
+        With a ``pusher``, the tail writes live events to it directly while the observer keeps
+        up; those are not yielded. An empty chunk then means: pushing stopped, write what the
+        pusher still holds.
         """
         cursor = _Cursor(self.store, message_id, after)
         page: list[StoredEvent] = []
@@ -255,7 +331,19 @@ class Hub:
         mailbox = self._join(message_id, cursor.last)
         try:
             while not cursor.ended:
-                got = mailbox.get(idle_seconds)
+                pushing = pusher is not None and self._start_pushing(message_id, mailbox, pusher, cursor.last)
+                if pushing:
+                    assert pusher is not None
+                    pushed_before = pusher.last
+                    got = mailbox.get(idle_seconds)
+                    self._stop_pushing(message_id, mailbox)
+                    if pusher.last is not None and pusher.last != pushed_before:
+                        cursor.skip_to(pusher.last, pusher.ended)
+                        if got is None:  # events went out meanwhile: not idle, no ping
+                            yield []  # but the pusher may hold the rest of one
+                            continue
+                else:
+                    got = mailbox.get(idle_seconds)
                 if got is None:
                     if self.store.get_field(message_id, "status") is None:
                         return
@@ -271,7 +359,7 @@ class Hub:
                     elif isinstance(got, Batch):
                         chunk.extend(cursor.take(got))
                     got = mailbox.get(0) if len(chunk) < READ_COUNT else None
-                if chunk:
+                if chunk or pushing:
                     yield chunk
         finally:
             self._leave(message_id, mailbox)
@@ -297,6 +385,13 @@ class _Cursor:
             self.last, self._last_key = item.id, key
             self.ended = ev.is_terminal(item.type)
             yield item
+
+    def skip_to(self, last: str, ended: bool) -> None:
+        """Events up to ``last`` went out another way (a pusher); go on after it."""
+        key = parse_id(last)
+        if key > self._last_key:
+            self.last, self._last_key = last, key
+            self.ended = ended
 
     def catch_up(self) -> Iterator[StoredEvent]:
         """Every stored event after the cursor, read from Redis without blocking."""

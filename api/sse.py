@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import select
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
 
-from api.hub import Hub
+from api.hub import Batch, Hub
 from shared import events as ev
 from shared.store import StoredEvent
 
@@ -29,6 +31,76 @@ def frame(event: StoredEvent) -> bytes:
     return f"id: {event.id}\nevent: {event.type}\ndata: {event.data}\n\n".encode()
 
 
+def frames(events: Iterator[StoredEvent] | tuple[StoredEvent, ...] | list[StoredEvent]) -> bytes:
+    """The SSE frames of ``events``, in one piece."""
+    return b"".join(map(frame, events))
+
+
+class SocketPusher:
+    """Writes a batch's frames straight to the client socket of a gunicorn async worker.
+
+    The hub's tail calls ``push`` for every caught-up observer, so it must never block: the
+    socket is non-blocking (gevent), a batch that does not fit is kept in ``pending`` for the
+    observer's own response iterator to ``flush``. The body framing is gunicorn's for HTTP/1.x:
+    chunked for HTTP/1.1, raw bytes for HTTP/1.0 (Sluice runs gunicorn with its default HTTP
+    protocol, never ``uwsgi``).
+    """
+
+    def __init__(self, sock: socket.socket, *, chunked: bool) -> None:
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._framing = "chunked" if chunked else "raw"
+        self.last: str | None = None
+        self.ended = False
+        self.pending = b""
+
+    @classmethod
+    def for_environ(cls, environ: dict[str, Any]) -> SocketPusher | None:
+        """A pusher for this request's connection, or None where writing to it directly is not safe."""
+        sock = environ.get("gunicorn.socket")
+        protocol = environ.get("SERVER_PROTOCOL")
+        if (
+            sock is None
+            or isinstance(sock, ssl.SSLSocket)
+            or environ.get("wsgi.url_scheme") != "http"
+            or environ.get("REQUEST_METHOD") == "HEAD"
+            or protocol not in ("HTTP/1.0", "HTTP/1.1")
+        ):
+            return None
+        try:
+            if os.get_blocking(sock.fileno()):  # a sync/threaded worker: a full socket would block the tail
+                return None
+        except (OSError, ValueError):
+            return None
+        return cls(sock, chunked=protocol == "HTTP/1.1")
+
+    def push(self, batch: Batch) -> bool:
+        """Write ``batch`` without blocking; False when some is left in ``pending`` or the write failed."""
+        data = batch.payloads.get(self._framing)
+        if data is None:
+            raw = frames(batch.events)
+            data = b"%X\r\n%s\r\n" % (len(raw), raw) if self._framing == "chunked" else raw
+            batch.payloads[self._framing] = data
+        try:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the client went away: its own iterator finds out on its next write
+            return False
+        self.last = batch.events[-1].id
+        self.ended = batch.ended
+        if sent == len(data):
+            return True
+        self.pending = data[sent:]
+        return False
+
+    def flush(self) -> None:
+        """Write what ``push`` could not, blocking this observer only (gevent's ``sendall``)."""
+        if self.pending:
+            data, self.pending = self.pending, b""
+            self._sock.sendall(data)
+
+
 def follow(hub: Hub, message_id: str, after: str, *, idle_seconds: float) -> Iterator[StoredEvent | None]:
     """Stored events after ``after``, then live ones, ending after the terminal event.
 
@@ -40,10 +112,13 @@ def follow(hub: Hub, message_id: str, after: str, *, idle_seconds: float) -> Ite
 
 
 def follow_chunks(
-    hub: Hub, message_id: str, after: str, *, idle_seconds: float
+    hub: Hub, message_id: str, after: str, *, idle_seconds: float, pusher: SocketPusher | None = None
 ) -> Iterator[list[StoredEvent] | None]:
-    """``follow`` in chunks: the events ready at once come together, to be written in one send."""
-    return hub.follow_chunks(message_id, after, idle_seconds=idle_seconds)
+    """``follow`` in chunks: the events ready at once come together, to be written in one send.
+
+    With a ``pusher`` the hub's tail writes live events to the socket itself while the
+    observer keeps up; ``sse_body`` must then get the same pusher."""
+    return hub.follow_chunks(message_id, after, idle_seconds=idle_seconds, pusher=pusher)
 
 
 def client_gone(environ: dict[str, Any]) -> bool:
@@ -59,21 +134,34 @@ def client_gone(environ: dict[str, Any]) -> bool:
 
 
 def sse_body(
-    chunks: Iterator[list[StoredEvent] | None], on_close: Callable[[bool], None] | None = None
+    chunks: Iterator[list[StoredEvent] | None],
+    on_close: Callable[[bool], None] | None = None,
+    pusher: SocketPusher | None = None,
 ) -> Iterator[bytes]:
     """SSE bytes for ``chunks``: the frames of a chunk in one write, a ping per idle tick.
 
     ``on_close(finished)`` runs when the response ends, with whether the terminal
-    event was sent; a client that went away leaves ``finished`` False.
+    event was sent; a client that went away leaves ``finished`` False. With a ``pusher``,
+    the headers go out first (the tail may write to the socket only after them), and what
+    the pusher could not write goes out before the next chunk.
     """
     finished = False
     try:
+        if pusher is not None:
+            yield b""  # gunicorn sends the headers with the first item, even an empty one
         for chunk in chunks:
+            if pusher is not None:
+                pusher.flush()
             if chunk is None:
                 yield PING_FRAME
                 continue
-            yield frame(chunk[0]) if len(chunk) == 1 else b"".join(map(frame, chunk))
+            if not chunk:
+                continue
+            yield frame(chunk[0]) if len(chunk) == 1 else frames(chunk)
             finished = ev.is_terminal(chunk[-1].type)
+        if pusher is not None:
+            pusher.flush()
+            finished = finished or pusher.ended
     finally:
         if on_close is not None:
             on_close(finished)

@@ -17,7 +17,7 @@ from api.services import (
     status_body,
     submit,
 )
-from api.sse import SSE_HEADERS, client_gone, follow, follow_chunks, sse_body
+from api.sse import SSE_HEADERS, SocketPusher, client_gone, follow, follow_chunks, sse_body
 from shared.accumulator import Accumulator
 from shared.capabilities import load_request
 from shared.schemas import check_message_id
@@ -78,8 +78,11 @@ def stream(message_id: str) -> Response:
     svc = services()
     require_status(svc, message_id)
     after = _cursor(svc, message_id)
-    chunks = follow_chunks(svc.hub, message_id, after, idle_seconds=svc.settings.ping_interval_seconds)
-    return Response(sse_body(chunks), mimetype="text/event-stream", headers=SSE_HEADERS)
+    pusher = SocketPusher.for_environ(request.environ)
+    chunks = follow_chunks(
+        svc.hub, message_id, after, idle_seconds=svc.settings.ping_interval_seconds, pusher=pusher
+    )
+    return Response(sse_body(chunks, pusher=pusher), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
 def status(message_id: str) -> Response:
@@ -122,8 +125,13 @@ def create_sync() -> Response:
             svc.store.cancel(message_id)
 
     if body.get("stream"):
-        chunks = follow_chunks(svc.hub, message_id, "0-0", idle_seconds=svc.settings.ping_interval_seconds)
-        return Response(sse_body(chunks, on_close), mimetype="text/event-stream", headers=SSE_HEADERS)
+        pusher = SocketPusher.for_environ(environ)
+        chunks = follow_chunks(
+            svc.hub, message_id, "0-0", idle_seconds=svc.settings.ping_interval_seconds, pusher=pusher
+        )
+        return Response(
+            sse_body(chunks, on_close, pusher), mimetype="text/event-stream", headers=SSE_HEADERS
+        )
     acc = Accumulator()
     finished = False
     try:

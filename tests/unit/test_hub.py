@@ -254,3 +254,87 @@ def test_joining_behind_a_running_tail_asks_for_a_catch_up(store, hub):
     hub._leave("m1", level)
     finish(store)
     assert first.done.wait(20)
+
+
+class FakePusher:
+    """Writes batches to ``wire`` like a socket would; refuses (keeping the batch) while ``full``."""
+
+    def __init__(self) -> None:
+        self.wire: list[StoredEvent] = []
+        self.last: str | None = None
+        self.ended = False
+        self.full = False
+        self.pushed: list[StoredEvent] = []
+        self.pending: list[StoredEvent] = []
+        self.refused = 0
+        self._lock = threading.Lock()
+
+    def push(self, batch: Batch) -> bool:
+        with self._lock:
+            self.last, self.ended = batch.events[-1].id, batch.ended
+            if self.full:
+                self.pending.extend(batch.events)
+                self.refused += 1
+                return False
+            self.pushed.extend(batch.events)
+            self.wire.extend(batch.events)
+            return True
+
+    def flush(self) -> list[StoredEvent]:
+        with self._lock:
+            flushed, self.pending = self.pending, []
+            return flushed
+
+
+def follow_with(hub: Hub, pusher: FakePusher, got: list[StoredEvent], done: threading.Event) -> None:
+    """Consume a pushing observer as the SSE body does: flush what the pusher kept, then the chunk."""
+    for chunk in hub.follow_chunks("m1", "0-0", idle_seconds=0.05, pusher=pusher):
+        for items in (pusher.flush(), chunk or []):
+            got.extend(items)
+            pusher.wire.extend(items)
+    pusher.wire.extend(pusher.flush())
+    done.set()
+
+
+def test_caught_up_observers_get_live_events_pushed_by_the_tail(store, hub):
+    """Once level with the tail, an observer's live events are written by the tail's pusher, in order."""
+    start(store)
+    pushers = [FakePusher() for _ in range(20)]
+    yielded: list[list[StoredEvent]] = [[] for _ in pushers]
+    done = [threading.Event() for _ in pushers]
+    for pusher, got, flag in zip(pushers, yielded, done, strict=True):
+        threading.Thread(target=follow_with, args=(hub, pusher, got, flag), daemon=True).start()
+    wait_until(lambda: hub.tail_count() == 1 and all(len(got) == 2 for got in yielded))
+    wait_until(lambda: len(hub._tails["m1"].pushers) == len(pushers))
+    for index in range(30):
+        store.append("m1", [ev.text_delta(0, f"t{index} ")])
+    finish(store)
+    for pusher, got, flag in zip(pushers, yielded, done, strict=True):
+        assert flag.wait(20)
+        assert [item.id for item in got] == all_ids(store)[:2]
+        assert [item.id for item in pusher.pushed] == all_ids(store)[2:]
+        assert [item.id for item in pusher.wire] == all_ids(store)
+        assert pusher.ended
+
+
+def test_pusher_that_cannot_keep_up_falls_back_to_its_mailbox_and_misses_nothing(store, hub):
+    """A refused push hands the observer back: it writes what the pusher kept, then the rest, in order."""
+    start(store)
+    pusher = FakePusher()
+    got: list[StoredEvent] = []
+    done = threading.Event()
+    threading.Thread(target=follow_with, args=(hub, pusher, got, done), daemon=True).start()
+    wait_until(lambda: "m1" in hub._tails and pusher in hub._tails["m1"].pushers.values())
+    store.append("m1", [ev.text_delta(0, "pushed")])
+    wait_until(lambda: len(pusher.pushed) == 1)
+    pusher.full = True
+    for index in range(20):
+        store.append("m1", [ev.text_delta(0, f"t{index} ")])
+    wait_until(lambda: pusher.refused >= 1 and len(got) >= 2 + 20)
+    pusher.full = False
+    wait_until(lambda: pusher in hub._tails["m1"].pushers.values())  # level again: pushed once more
+    store.append("m1", [ev.text_delta(0, "late")])
+    finish(store)
+    assert done.wait(20)
+    assert [item.id for item in pusher.wire] == all_ids(store)
+    assert all_ids(store)[-4] in [item.id for item in pusher.pushed]  # the "late" delta
