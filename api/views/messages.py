@@ -129,9 +129,7 @@ def create_sync() -> Response:
         chunks = follow_chunks(
             svc.hub, message_id, "0-0", idle_seconds=svc.settings.ping_interval_seconds, pusher=pusher
         )
-        return Response(
-            sse_body(chunks, on_close, pusher), mimetype="text/event-stream", headers=SSE_HEADERS
-        )
+        return Response(sse_body(chunks, on_close, pusher), mimetype="text/event-stream", headers=SSE_HEADERS)
     acc = Accumulator()
     finished = False
     try:
