@@ -13,7 +13,7 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,7 +73,7 @@ if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2]) end
 return {'created', ''}
 """
 
-# KEYS: status, lock, pending, running.
+# KEYS: status, lock, pending, running, request.
 # ARGV: now (iso), worker, owner, lease ms, lease expiry (unix s), max resumes, message id, pid,
 #       ttl of the running set.
 # Returns {outcome}: start (was pending) | resume (processing, its lock lapsed: the worker is
@@ -100,7 +100,7 @@ redis.call('HSET', KEYS[1], 'updated_at', ARGV[1], 'worker', ARGV[2], 'worker_pi
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[7])
 redis.call('EXPIRE', KEYS[4], ARGV[9])
-return {outcome}
+return {outcome, redis.call('GET', KEYS[5]) or '', unpack(redis.call('HGETALL', KEYS[1]))}
 """
 
 # KEYS: status, events, cancel, lock. ARGV: ttl, maxlen, owner ('' = unchecked), lease ms,
@@ -161,6 +161,20 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[9])
 for i = 6, 8 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 return 1
 """
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What ``claim`` did, and for a run (``start``, ``resume``, ``exhausted``) what the worker
+    needs next, read in the same round trip: the status hash after the claim and the request."""
+
+    outcome: str
+    status: dict[str, str] = field(default_factory=dict)
+    request: dict[str, Any] | None = None
+
+    @property
+    def runs(self) -> bool:
+        return self.outcome in ("start", "resume", "exhausted")
 
 
 @dataclass(frozen=True)
@@ -288,12 +302,13 @@ class MessageStore:
 
     def claim(
         self, message_id: str, worker: str, *, owner: str, lease_ms: int, max_resumes: int, pid: int = 0
-    ) -> str:
+    ) -> Claim:
         """Take a message to run: ``start``, ``resume``, ``exhausted``, ``locked``, a terminal
-        status, or ``gone``; the first three hold the lock for ``owner`` for ``lease_ms``."""
+        status, or ``gone``; the first three hold the lock for ``owner`` for ``lease_ms`` and
+        come with the status hash and the request."""
         keys = message_keys(message_id)
-        (outcome,) = self._claim(
-            keys=[keys.status, keys.lock, PENDING_SET, RUNNING_SET],
+        outcome, *rest = self._claim(
+            keys=[keys.status, keys.lock, PENDING_SET, RUNNING_SET, keys.request],
             args=[
                 now_iso(),
                 worker,
@@ -306,7 +321,11 @@ class MessageStore:
                 self.active_ttl_seconds,
             ],
         )
-        return str(outcome)
+        if not rest:
+            return Claim(str(outcome))
+        request, flat = rest[0], rest[1:]
+        status = dict(zip(flat[::2], flat[1::2], strict=True))
+        return Claim(str(outcome), status, json.loads(request) if request else None)
 
     def append(
         self,

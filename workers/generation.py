@@ -35,8 +35,15 @@ from workers.stops import StopScanner
 GO_ON, CANCEL_ASKED, GONE = 0, 1, -1
 
 
+class SinkUnavailable(Exception):
+    """The sink cannot be reached (Redis is down or restarting). The run is abandoned as if
+    its worker had died: no error ending is attempted, the lease lapses, and the message is
+    resumed from what was stored once the store is back."""
+
+
 class EventSink(Protocol):
-    """Where a generation writes: ``append`` answers GO_ON, CANCEL_ASKED or GONE."""
+    """Where a generation writes: ``append`` answers GO_ON, CANCEL_ASKED or GONE, and raises
+    ``SinkUnavailable`` when the store cannot be reached."""
 
     def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> int: ...
 
@@ -252,6 +259,9 @@ def _guarded(run: _Run, stream: ProviderStream, *, resumed: bool) -> Outcome:
         if signal[0] == GONE:
             return run.outcome("deleted", None)
         return _end_cancelled(run)
+    except SinkUnavailable:
+        stream.close()
+        raise
     except Exception as exc:  # any failure ends the stream well-formed, never silently
         stream.close()
         message = str(exc) or type(exc).__name__

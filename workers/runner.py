@@ -11,12 +11,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import redis
+
 from shared import events as ev
 from shared.keys import message_keys
 from shared.leases import Leases
-from shared.store import CANCELLED, ERROR, TERMINAL_STATUSES, FieldValues, MessageStore
+from shared.store import CANCELLED, ERROR, TERMINAL_STATUSES, Claim, FieldValues, MessageStore
 from workers import metrics
-from workers.generation import Outcome, resume_generation, run_generation
+from workers.generation import Outcome, SinkUnavailable, resume_generation, run_generation
 from workers.providers.base import Resume
 from workers.resume import ResumeState, resume_state
 from workers.runtime import Runtime
@@ -35,12 +37,26 @@ class BoundSink:
     lease_ms: int = 0
 
     def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> int:
-        return self.store.append(self.message_id, events, fields, owner=self.owner, lease_ms=self.lease_ms)
+        with _unavailable_as_sink_error():
+            return self.store.append(
+                self.message_id, events, fields, owner=self.owner, lease_ms=self.lease_ms
+            )
 
     def finish(
         self, status: str, events: Sequence[ev.Event], fields: FieldValues | None = None
     ) -> str | None:
-        return self.store.finish(self.message_id, status, events, fields, owner=self.owner)
+        with _unavailable_as_sink_error():
+            return self.store.finish(self.message_id, status, events, fields, owner=self.owner)
+
+
+@contextmanager
+def _unavailable_as_sink_error() -> Iterator[None]:
+    """Redis unreachable → ``SinkUnavailable``: the run stops and is resumed later, never
+    ended as an error because of an outage."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise SinkUnavailable(str(exc)) from exc
 
 
 @contextmanager
@@ -78,17 +94,17 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
         max_resumes=settings.max_resumes,
         pid=os.getpid(),
     )
-    if claim not in ("start", "resume", "exhausted"):
-        log.info("skip", extra={"message_id": message_id, "status": claim})
-        return claim
+    if not claim.runs:
+        log.info("skip", extra={"message_id": message_id, "status": claim.outcome})
+        return claim.outcome
     sink = BoundSink(store, message_id, owner, leases.lease_ms)
     with holding_lease(leases, message_id, owner):
-        if claim == "exhausted":
+        if claim.outcome == "exhausted":
             state = resume_state(store.all_events(message_id))
             if store.redis.exists(message_keys(message_id).cancel):  # a cancel asked for wins
                 return _end_cancelled(sink, state)
             return _give_up(sink, f"its worker was lost more than {settings.max_resumes} times", state)
-        outcome = _run_claimed(runtime, sink, resumed=claim == "resume")
+        outcome = _run_claimed(runtime, sink, claim)
     log.info(
         "finished",
         extra={"message_id": message_id, "status": outcome.status, "output_tokens": outcome.output_tokens},
@@ -123,10 +139,9 @@ def _give_up(sink: BoundSink, reason: str, state: ResumeState) -> str:
     return status or ERROR
 
 
-def _run_claimed(runtime: Runtime, sink: BoundSink, *, resumed: bool) -> Outcome:
+def _run_claimed(runtime: Runtime, sink: BoundSink, claim: Claim) -> Outcome:
     store, message_id = runtime.store, sink.message_id
-    status = store.get_status(message_id) or {}
-    request = store.get_request(message_id)
+    status, request, resumed = claim.status, claim.request, claim.outcome == "resume"
     spec = runtime.registry.resolve(status.get("model", "default"))
     if request is None or spec is None:
         reason = "request expired" if request is None else f"unknown model {status.get('model')!r}"

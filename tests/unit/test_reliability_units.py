@@ -26,7 +26,7 @@ def _create(store, message_id="m1", **kwargs):
 
 
 def _claim(store, owner, lease_ms=10_000, max_resumes=2):
-    return store.claim("m1", owner, owner=owner, lease_ms=lease_ms, max_resumes=max_resumes)
+    return store.claim("m1", owner, owner=owner, lease_ms=lease_ms, max_resumes=max_resumes).outcome
 
 
 def test_lapsed_lock_lets_another_worker_resume_and_fences_the_old_one(store):

@@ -13,7 +13,7 @@ def _create(store, message_id="m1"):
 
 
 def _claim(store, message_id, worker):
-    return store.claim(message_id, worker, owner=worker, lease_ms=10_000, max_resumes=3)
+    return store.claim(message_id, worker, owner=worker, lease_ms=10_000, max_resumes=3).outcome
 
 
 def test_create_refuses_an_existing_id(store):
@@ -122,3 +122,13 @@ def test_live_workers_follow_heartbeats(store):
     assert store.live_workers() == ["w1@host"]
     store.worker_gone("w1@host")
     assert store.live_workers() == []
+
+
+def test_a_claim_that_runs_brings_the_status_and_the_request(store):
+    """The worker needs no second round trip: the claim answers with both, as they are after it."""
+    _create(store)
+    claim = store.claim("m1", "w1", owner="w1", lease_ms=10_000, max_resumes=3)
+    assert claim.runs and claim.request == {"model": "default", "messages": []}
+    assert claim.status["status"] == PROCESSING and claim.status["worker"] == "w1"
+    refused = store.claim("m1", "w2", owner="w2", lease_ms=10_000, max_resumes=3)
+    assert (refused.outcome, refused.status, refused.request, refused.runs) == ("locked", {}, None, False)

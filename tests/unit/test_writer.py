@@ -9,7 +9,7 @@ import pytest
 
 from shared import events as ev
 from tests.unit.test_generation import REQUEST
-from workers.generation import CANCEL_ASKED, GO_ON, run_generation
+from workers.generation import CANCEL_ASKED, GO_ON, SinkUnavailable, run_generation
 from workers.providers.scripted import ScriptedProvider
 from workers.writer import background_writer
 
@@ -112,3 +112,18 @@ def test_a_generation_through_the_writer_stores_every_event():
     assert outcome.status == "completed", outcome.error_message
     assert background.written == direct.written
     assert background.finished == direct.finished
+
+
+def test_an_unreachable_store_abandons_the_run_without_an_error_ending():
+    """Redis down mid-generation: the run stops (to be resumed later), no error is written."""
+
+    class Unreachable(GatedSink):
+        def append(self, events, fields=None):
+            if any(e["type"] == "content_block_delta" for e in events):
+                raise SinkUnavailable("Connection refused")
+            return super().append(events, fields)
+
+    sink = Unreachable()
+    with pytest.raises(SinkUnavailable), background_writer(sink) as writer:
+        run_generation("msg_1", REQUEST, ScriptedProvider("scripted"), writer, max_tokens=400)
+    assert sink.finished is None
