@@ -27,6 +27,13 @@ def _round(client, n: int) -> float:  # type: ignore[no-untyped-def]
     return (time.perf_counter() - started) / n * 1e6
 
 
+def _round_health(client, n: int) -> float:  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    for _ in range(n):
+        client.get("/health")
+    return (time.perf_counter() - started) / n * 1e6
+
+
 def main() -> None:
     """Measure (or profile) the submit path in this process."""
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
@@ -47,9 +54,11 @@ def main() -> None:
                 profiler.start()
                 _round(client, n)
                 profiler.stop()
-                print(profiler.output_text(unicode=True, color=False, show_all=False))
+                print(profiler.output_text(unicode=True, color=False, show_all="--all" in sys.argv))
                 return
             rounds = [_round(client, n) for _ in range(5)]
+            health = [_round_health(client, n) for _ in range(5)]
+            print(f"GET /health in-process (the test client's own cost): {statistics.median(health):.0f} µs")
             print(
                 f"submit in-process: median {statistics.median(rounds):.0f} µs "
                 f"(min {min(rounds):.0f}, max {max(rounds):.0f}) over 5 rounds of {n}"
