@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from shared import events as ev
 from shared import keys as keys_mod
@@ -290,7 +291,8 @@ class MessageStore:
         idem_key = keys_mod.idempotency(tenant, idempotency[0]) if idempotency else ""
         idem_value = f"{idempotency[1]} {message_id}" if idempotency else ""
         capacity = (limits.rate_burst or limits.rate_per_minute) if limits.rate_per_minute else 0
-        outcome, detail = self._create(
+        outcome, detail = self._call(
+            self._create,
             keys=[
                 keys.status,
                 keys.request,
@@ -333,6 +335,34 @@ class MessageStore:
         digest, _, first_id = str(detail).partition(" ")
         assert idempotency is not None
         return Admission("idempotent" if digest == idempotency[1] else "conflict", first_id)
+
+    def _call(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """``script(keys, args)`` on a pooled connection directly, for the hot path.
+
+        redis-py's command layers (retry wrapper, response callbacks, argument shims) cost
+        about a third of a small script call (measured 100 → 66 µs). Anything unusual (a
+        script Redis has not loaded yet, a dropped connection) goes the ordinary way, which
+        loads the script and retries as redis-py does; a failed send ran nothing.
+        """
+        pool = self.redis.connection_pool
+        conn = pool.get_connection()
+        try:
+            sha = script.sha  # type: ignore[attr-defined]  # (types-redis lacks it; redis-py has it)
+            conn.send_command("EVALSHA", sha, len(keys), *keys, *args)
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()
+            pool.release(conn)
+            return script(keys=keys, args=args)
+        try:
+            return conn.read_response()
+        except redis.exceptions.NoScriptError:
+            pass
+        except BaseException:
+            conn.disconnect()  # the reply may still come: never hand this connection out again
+            raise
+        finally:
+            pool.release(conn)
+        return script(keys=keys, args=args)
 
     def claim(
         self, message_id: str, worker: str, *, owner: str, lease_ms: int, max_resumes: int, pid: int = 0

@@ -116,3 +116,11 @@ def test_refused_creates_queue_nothing(store):
     assert _queued(store) == ["m6", "m1"]
     for message_id in ("m2", "m3", "m4", "m5", "m7"):
         assert store.get_status(message_id) is None
+
+
+def test_create_works_after_redis_forgot_its_scripts(store):
+    """A create after SCRIPT FLUSH (a restarted Redis) loads the script again and queues its task."""
+    assert _create(store, "m1").outcome == "created"
+    store.redis.script_flush()
+    assert _create(store, "m2").outcome == "created"
+    assert _queued(store) == ["m2", "m1"]
