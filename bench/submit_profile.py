@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import redis
+
 from api.app import create_app
 from bench.common import MODELS_TOML
 from bench.submit import BODY
@@ -59,6 +61,8 @@ def main() -> None:
             rounds = [_round(client, n) for _ in range(5)]
             health = [_round_health(client, n) for _ in range(5)]
             print(f"GET /health in-process (the test client's own cost): {statistics.median(health):.0f} µs")
+            stats = redis.Redis.from_url(url).info("commandstats").get("cmdstat_evalsha", {})
+            print(f"Redis time per create script: {stats.get('usec_per_call', 0):.0f} µs")
             print(
                 f"submit in-process: median {statistics.median(rounds):.0f} µs "
                 f"(min {min(rounds):.0f}, max {max(rounds):.0f}) over 5 rounds of {n}"
