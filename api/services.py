@@ -142,7 +142,8 @@ def submit(
         admission = svc.store.create(
             message_id, body, fields, tenant=tenant, idempotency=idempotency, limits=limits, task=task
         )
-    except redis.ConnectionError as exc:  # Redis is the broker too: nothing was stored or queued
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # Redis is the broker too; the message and its task are stored together or not at all.
         raise ApiError(503, "The task queue is unavailable; try again.") from exc
     if admission.outcome != "created":
         _refuse(admission, settings.rate_limit_per_minute)
