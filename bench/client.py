@@ -58,6 +58,12 @@ class KeepAlive:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
 
+    def local_port(self) -> int:
+        """The client-side port of the open connection (0 when closed)."""
+        if self._writer is None:
+            return 0
+        return int(self._writer.get_extra_info("sockname")[1])
+
     async def send(self) -> bytes:
         """Send the request, time it into ``latencies`` and return the answer's body."""
         started = time.perf_counter()

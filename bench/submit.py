@@ -18,6 +18,8 @@ flushed between repeats so every repeat starts from the same state.
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from bench.common import BenchStack, Metric, Options, bench_stack, log, percenti
 CLIENTS = 50
 #: The offered rate of the open-loop load (the throughput target).
 OFFERED_PER_SECOND = 1500
+_SS_LINE = re.compile(r":(?P<peer>\d+)\s+users:\(\(\"[^\"]*\",pid=(?P<pid>\d+)")
 BODY = {
     "model": "scripted",
     "max_tokens": 16,
@@ -44,11 +47,54 @@ class Run:
     failures: int
 
 
-async def _closed(api: str, total: int) -> Run:
-    """``total`` submits over ``CLIENTS`` connections, each sending again as soon as answered."""
+def _serving_pids(port: int) -> dict[int, str]:
+    """Client port → pid of the API process that accepted the connection (``ss``, Linux)."""
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"], capture_output=True, text=True
+    ).stdout
+    found = {}
+    for line in out.splitlines():
+        match = _SS_LINE.search(line)
+        if match:
+            found[int(match["peer"])] = match["pid"]
+    return found
+
+
+async def _connections(api: str, processes: int) -> list[KeepAlive]:
+    """``CLIENTS`` open connections, spread evenly over the API processes.
+
+    The processes share one listening socket and whichever is idle accepts, so 50 connections
+    opened at once split unevenly (measured 43/7, 4/46, 36/14) and stay so: one process then
+    carries most of a keep-alive load. A load balancer or many short-lived clients spread the
+    work; here, a connection on a process that has more than its share is replaced (each is
+    answered once first, so it has been accepted) until the split is even.
+    """
     host, port = host_port(api)
     request = post_request(host, port, "/v1/messages/async", BODY)
-    conns = [KeepAlive(host, port, request) for _ in range(CLIENTS)]
+    conns: list[KeepAlive] = []
+    for _ in range(100):
+        fresh = [KeepAlive(host, port, request) for _ in range(CLIENTS - len(conns))]
+        await asyncio.gather(*(conn.exchange() for conn in fresh))
+        conns += fresh
+        if processes == 1:
+            return conns
+        pids = _serving_pids(port)
+        by_pid: dict[str, list[KeepAlive]] = {}
+        for conn in conns:
+            by_pid.setdefault(pids.get(conn.local_port(), "?"), []).append(conn)
+        share = -(-CLIENTS // processes)
+        surplus = [c for group in by_pid.values() for c in group[share:]]
+        if len(by_pid) == processes and not surplus:
+            return conns
+        for conn in surplus:
+            await conn.close()
+            conns.remove(conn)
+    raise RuntimeError(f"could not spread {CLIENTS} connections over {processes} API processes")
+
+
+async def _closed(api: str, total: int, processes: int = 1) -> Run:
+    """``total`` submits over ``CLIENTS`` connections, each sending again as soon as answered."""
+    conns = await _connections(api, processes)
     left = total
 
     async def client(conn: KeepAlive) -> None:
@@ -66,14 +112,10 @@ async def _closed(api: str, total: int) -> Run:
     return Run(latencies, len(latencies) / elapsed, sum(c.failures for c in conns))
 
 
-async def _open(api: str, rate: float, seconds: float) -> Run:
+async def _open(api: str, rate: float, seconds: float, processes: int = 1) -> Run:
     """``rate`` submits a second for ``seconds``, request ``k`` due at ``t0 + k / rate`` on
     connection ``k mod CLIENTS``; each latency runs from the due time to the whole answer."""
-    host, port = host_port(api)
-    request = post_request(host, port, "/v1/messages/async", BODY)
-    conns = [KeepAlive(host, port, request) for _ in range(CLIENTS)]
-    for conn in conns:  # connect before the clock starts
-        await conn.connect()
+    conns = await _connections(api, processes)  # connected before the clock starts
     total = int(rate * seconds)
     latencies: list[float] = []
     failures = 0
@@ -106,9 +148,9 @@ def _measure(st: BenchStack, options: Options, processes: int, metrics: dict[str
     asyncio.run(_closed(st.api, 300))  # warm-up: connections, imports, Lua script cache
     for repeat in range(options.repeats):
         st.redis.flushdb()
-        closed = asyncio.run(_closed(st.api, total))
+        closed = asyncio.run(_closed(st.api, total, processes))
         st.redis.flushdb()
-        opened = asyncio.run(_open(st.api, OFFERED_PER_SECOND, seconds))
+        opened = asyncio.run(_open(st.api, OFFERED_PER_SECOND, seconds, processes))
         figures = {
             f"throughput {processes}": closed.rate,
             f"closed p50 {processes}": percentile(closed.latencies, 50) * 1000,
