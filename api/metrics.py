@@ -172,9 +172,12 @@ def _after(response: Response) -> Response:
     if response.mimetype == "text/event-stream":
         SSE_OPEN.inc()
         response.call_on_close(SSE_OPEN.dec)
+    level = logging.DEBUG if rule in QUIET_RULES else logging.INFO
+    if not log.isEnabledFor(level):
+        return response
     message_id, correlation_id = _ids_of(response)
     log.log(
-        logging.DEBUG if rule in QUIET_RULES else logging.INFO,
+        level,
         "request",
         extra={
             "method": request.method,
@@ -190,8 +193,9 @@ def _after(response: Response) -> Response:
 
 def _ids_of(response: Response) -> tuple[str | None, str | None]:
     """The message id and correlation id of a JSON answer or JSON request, when present."""
-    message_id = correlation_id = None
-    if response.is_json and not response.is_streamed:
+    message_id: str | None = g.get("sluice_message_id")  # set by a view that knows it
+    correlation_id = None
+    if message_id is None and response.is_json and not response.is_streamed:
         answer: Any = response.get_json(silent=True)
         if isinstance(answer, dict) and isinstance(answer.get("message_id"), str):
             message_id = answer["message_id"]

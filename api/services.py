@@ -10,20 +10,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from celery import Celery
 from flask import current_app
 
 from api.auth import current_tenant
 from api.errors import ApiError, InvalidRequest, NotFound, Overloaded
 from api.hub import Hub, hub_client
-from api.limits import RateLimited, RateLimiter
-from shared.celery_config import CORRELATION_HEADER, GENERATE_TASK, celery_config
+from api.limits import RateLimited
+from shared.broker import TaskMessages
 from shared.models import ModelRegistry, load_registry
 from shared.priority import Placement, place
 from shared.settings import Settings
 from shared.store import (
     ANONYMOUS,
-    PENDING,
     PROCESSING,
     TERMINAL_STATUSES,
     Admission,
@@ -46,9 +44,8 @@ class Services:
     redis: redis.Redis
     store: MessageStore
     registry: ModelRegistry
-    celery: Celery
+    tasks: TaskMessages
     hub: Hub
-    limiter: RateLimiter | None = None
 
 
 def build_services(settings: Settings) -> Services:
@@ -72,15 +69,12 @@ def build_services(settings: Settings) -> Services:
         active_ttl_seconds=settings.active_ttl_seconds,
         stream_maxlen=settings.stream_maxlen,
     )
-    producer = Celery("sluice-api", set_as_current=False)
-    producer.conf.update(celery_config(settings))
     hub = Hub(
         store,
         hub_client(settings.redis_url, "sluice-api-tail"),
         mailbox_events=settings.hub_mailbox_events,
     )
-    limiter = RateLimiter(client, settings.rate_limit_per_minute, settings.rate_limit_burst)
-    return Services(settings, client, store, load_registry(settings), producer, hub, limiter)
+    return Services(settings, client, store, load_registry(settings), TaskMessages(), hub)
 
 
 def services() -> Services:
@@ -111,18 +105,19 @@ def submit(
 
     Rate, concurrency and queue-depth limits and the Idempotency-Key are applied here; a
     repeated call with the same key and body returns the first message's id and queues nothing.
+    The message, its task and the limits are one Redis round trip (``MessageStore.create``).
     """
     spec = svc.registry.resolve(body["model"])
     assert spec is not None, "load_chat_body checks the model"
     tenant = current_tenant()
-    if svc.limiter is not None:
-        svc.limiter.take(tenant)
     idempotency = None
     if idempotency_key:
         key_digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
         idempotency = (key_digest, body_digest(body, message_id))
     message_id = message_id or new_message_id()
     placement = place(spec.queue, body.get("priority"), svc.settings.default_priority)
+    correlation_id = body.get("correlation_id") or ""
+    metadata = body.get("metadata")
     fields = {
         "model": spec.id,
         "requested_model": body["model"],
@@ -131,35 +126,37 @@ def submit(
         "band": placement.band,
         "message_count": len(body["messages"]),
         "thinking_enabled": int(_thinking_enabled(body)),
-        "correlation_id": body.get("correlation_id") or "",
-        "request_metadata": json.dumps(body.get("metadata") or {}),
+        "correlation_id": correlation_id,
+        "request_metadata": json.dumps(metadata) if metadata else "{}",
         "stream_type": "chat_completion",
     }
-    limits = Limits(svc.settings.max_queue_depth, svc.settings.max_concurrent_per_key)
-    admission = svc.store.create(
-        message_id, body, fields, tenant=tenant, idempotency=idempotency, limits=limits
+    settings = svc.settings
+    limits = Limits(
+        settings.max_queue_depth,
+        settings.max_concurrent_per_key,
+        settings.rate_limit_per_minute,
+        settings.rate_limit_burst,
     )
-    if admission.outcome != "created":
-        _refuse(admission)
-        return admission.message_id, placement
+    task = svc.tasks.generate(message_id, placement.queue, placement.band, correlation_id)
     try:
-        svc.celery.send_task(
-            GENERATE_TASK,
-            args=[message_id],
-            queue=placement.queue,
-            priority=placement.band,
-            headers={CORRELATION_HEADER: body.get("correlation_id") or ""},
+        admission = svc.store.create(
+            message_id, body, fields, tenant=tenant, idempotency=idempotency, limits=limits, task=task
         )
-    except Exception as exc:  # the broker is down: say so, and leave no pending ghost behind
-        svc.store.finish(
-            message_id, "error", [], {"error_message": f"could not queue: {exc}"}, expected=PENDING
-        )
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # Redis is the broker too; the message and its task are stored together or not at all.
         raise ApiError(503, "The task queue is unavailable; try again.") from exc
-    return message_id, placement
+    if admission.outcome != "created":
+        _refuse(admission, settings.rate_limit_per_minute)
+    return admission.message_id, placement
 
 
-def _refuse(admission: Admission) -> None:
+def _refuse(admission: Admission, rate_per_minute: int) -> None:
     """Raise the error for an admission that created nothing (an idempotent repeat passes)."""
+    if admission.outcome == "limited":
+        raise RateLimited(
+            f"Rate limit exceeded: {rate_per_minute} requests per minute for this key.",
+            admission.retry_after,
+        )
     if admission.outcome == "exists":
         raise InvalidRequest(f"Message with message_id {admission.message_id} already exists")
     if admission.outcome == "conflict":

@@ -53,20 +53,40 @@ class KeepAlive:
     _reader: asyncio.StreamReader | None = None
     _writer: asyncio.StreamWriter | None = None
 
-    async def send(self) -> bytes:
+    async def connect(self) -> None:
+        """Open the connection unless it is open."""
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        assert self._reader is not None
+
+    def local_port(self) -> int:
+        """The client-side port of the open connection (0 when closed)."""
+        if self._writer is None:
+            return 0
+        return int(self._writer.get_extra_info("sockname")[1])
+
+    async def send(self) -> bytes:
+        """Send the request, time it into ``latencies`` and return the answer's body."""
         started = time.perf_counter()
-        self._writer.write(self.request)
-        status, headers = await _read_head(self._reader)
-        body = await self._reader.readexactly(int(headers.get("content-length", "0")))
+        status, body = await self._exchange()
         self.latencies.append(time.perf_counter() - started)
         if status != 200:
             self.failures += 1
+        return body
+
+    async def exchange(self) -> bool:
+        """Send the request and read the whole answer, untimed; True for a 200."""
+        status, _ = await self._exchange()
+        return status == 200
+
+    async def _exchange(self) -> tuple[int, bytes]:
+        await self.connect()
+        assert self._reader is not None and self._writer is not None
+        self._writer.write(self.request)
+        status, headers = await _read_head(self._reader)
+        body = await self._reader.readexactly(int(headers.get("content-length", "0")))
         if headers.get("connection", "").lower() == "close":
             await self.close()
-        return body
+        return status, body
 
     async def close(self) -> None:
         if self._writer is not None:

@@ -114,11 +114,15 @@ def capabilities_of(spec: ModelSpec) -> Capabilities:
     return default
 
 
+#: Body fields whose presence (a non-empty value) asks for the capability of the same name.
+_PLAIN_FEATURES = (*sorted(SAMPLING), "seed", "stop_sequences", "mcp_servers", "tool_context")
+
+
 def requested(body: dict[str, Any]) -> Iterator[tuple[str, tuple[str | int, ...]]]:
     """``(capability, loc)`` for every feature a normalised body asks for."""
     if body.get("system"):
         yield "system", ("system",)
-    for name in (*sorted(SAMPLING), "seed", "stop_sequences", "mcp_servers", "tool_context"):
+    for name in _PLAIN_FEATURES:
         if body.get(name) not in (None, [], {}):
             yield name, (name,)
     for name, feature in (

@@ -191,10 +191,15 @@ def _nest(found: list[tuple[Loc, str]]) -> dict[Any, Any]:
     return root
 
 
+#: One instance for every load: building a schema (copying its declared fields) cost more than
+#: loading a small body. Marshmallow keeps no per-load state on it, so threads may share it.
+_CHAT_BODY = ChatBodySchema()
+
+
 def load_chat_body(payload: Any, known_models: Collection[str]) -> dict[str, Any]:
     """Validate and normalise a ChatBody; raise ``BodyInvalid`` listing every problem."""
     try:
-        body: dict[str, Any] = ChatBodySchema().load(payload)
+        body: dict[str, Any] = _CHAT_BODY.load(payload)
     except ValidationError as exc:
         raise BodyInvalid(error_details(exc.messages)) from None
     if body["model"] not in known_models:

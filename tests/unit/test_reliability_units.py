@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from api.auth import digest, key_digests
-from api.limits import RateLimited, RateLimiter
 from shared import events as ev
 from shared.keys import message_keys
 from shared.leases import Leases
@@ -124,15 +121,16 @@ def test_resumed_generation_continues_without_a_second_message_start():
     assert sink.events[-2]["usage"]["output_tokens"] == 5
 
 
-def test_rate_limiter_refuses_past_the_burst_with_a_retry_after(redis_client):
-    """Three per minute: the fourth call is refused with a positive Retry-After."""
-    limiter = RateLimiter(redis_client, per_minute=3)
-    for _ in range(3):
-        limiter.take("t")
-    with pytest.raises(RateLimited) as refused:
-        limiter.take("t")
-    assert 1 <= int(refused.value.headers["Retry-After"]) <= 20
-    limiter.take("other")
+def test_rate_limit_refuses_past_the_burst_with_a_retry_after(store):
+    """Three per minute: the fourth create of a tenant is refused with a wait and stores nothing."""
+    rate = Limits(rate_per_minute=3)
+    for i in range(3):
+        assert _create(store, f"m{i}", tenant="t", limits=rate).outcome == "created"
+    refused = _create(store, "m3", tenant="t", limits=rate)
+    assert refused.outcome == "limited"
+    assert 0 < refused.retry_after <= 20
+    assert store.get_status("m3") is None
+    assert _create(store, "m4", tenant="other", limits=rate).outcome == "created"
 
 
 def test_keys_come_from_the_variable_and_the_file_as_digests(tmp_path):
