@@ -22,7 +22,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results"
 VAR = ROOT / "var" / "bench"
 
-#: The scripted models the benchmarks serve, each on its own queue (``io`` has a per-token delay).
+#: Coalescing windows the model benchmark measures side by side with the default (ms).
+WINDOWS_MS = (0, 10, 25, 50)
+
+#: The models the benchmarks serve, each on its own queue (``io`` has a per-token delay;
+#: ``default-c<w>`` is the embedded model on a worker with a ``<w>`` ms coalescing window).
 MODELS_TOML = """
 [models.scripted]
 provider = "scripted"
@@ -43,23 +47,9 @@ options = { tokens_per_second = 50 }
 [models.default]
 provider = "llama_cpp"
 queue = "sluice.local"
-
-[models.default-c0]
-provider = "llama_cpp"
-queue = "sluice.local.c0"
-
-[models.default-c10]
-provider = "llama_cpp"
-queue = "sluice.local.c10"
-
-[models.default-c25]
-provider = "llama_cpp"
-queue = "sluice.local.c25"
-
-[models.default-c50]
-provider = "llama_cpp"
-queue = "sluice.local.c50"
-"""
+""" + "".join(
+    f'\n[models.default-c{w}]\nprovider = "llama_cpp"\nqueue = "sluice.local.c{w}"\n' for w in WINDOWS_MS
+)
 
 
 @dataclass(frozen=True)

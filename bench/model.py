@@ -15,11 +15,9 @@ from typing import Any
 
 import httpx
 
-from bench.common import Metric, Options, bench_stack, log, write_result
+from bench.common import WINDOWS_MS, Metric, Options, bench_stack, log, write_result
 from deploy.stack import free_port, http_ok, wait_for
 
-#: Coalescing windows measured side by side with the default in every repeat (ms).
-WINDOWS = (0, 10, 25, 50)
 PROMPT = "Write a long story about a lighthouse keeper and a storm."
 SEED = 7
 
@@ -153,10 +151,13 @@ def _repeat(
         ("sync", lambda: sluice_sync(client, api, max_tokens)),
         ("peer", lambda: peer(client, peer_url, max_tokens)),
     ]
+    windows = [
+        [(f"{w} ms", lambda w=w: sluice_async(client, api, max_tokens, f"default-c{w}"))] for w in WINDOWS_MS
+    ]
     units: list[list[tuple[str, Any]]] = [
         [("async", lambda: sluice_async(client, api, max_tokens))],
         pair if repeat % 2 == 0 else pair[::-1],
-        *[[(f"{w} ms", lambda w=w: sluice_async(client, api, max_tokens, f"default-c{w}"))] for w in WINDOWS],
+        *windows,
     ]
     shift = repeat % len(units)
     timings = {"direct": direct(llm, max_tokens)}
@@ -204,7 +205,7 @@ def run(options: Options) -> list[Metric]:
     ]
     by_window = {
         w: Metric(f"streaming efficiency, coalescing window {w} ms", "ratio", "≥ 0.97", lambda v: v >= 0.97)
-        for w in WINDOWS
+        for w in WINDOWS_MS
     }
     metrics[2:2] = list(by_window.values())
     worker = {"hostname": "local", "queues": "sluice.local", "concurrency": 1}  # the default window
@@ -215,7 +216,7 @@ def run(options: Options) -> list[Metric]:
             "concurrency": 1,
             "env": {"SLUICE_COALESCE_MS": str(w)},
         }
-        for w in WINDOWS
+        for w in WINDOWS_MS
     ]
     with bench_stack("model", workers=[worker, *others], env={"SLUICE_MODEL_THREADS": "2"}) as st:
         port = free_port()
@@ -248,13 +249,13 @@ def run(options: Options) -> list[Metric]:
             sluice_async(client, st.api, 8)
             sluice_sync(client, st.api, 8)
             peer(client, peer_url, 8)
-            for w in WINDOWS:  # each worker has the prompt in its cache, as the default one has
+            for w in WINDOWS_MS:  # each worker has the prompt in its cache, as the default one has
                 sluice_async(client, st.api, 8, f"default-c{w}")
             for repeat in range(options.repeats):
                 t = _repeat(llm, client, st.api, peer_url, max_tokens, repeat)
                 d = Timing.mean(t["direct"], t["direct again"])  # the reference: before and after
                 a, s, p = t["async"], t["sync"], t["peer"]
-                for w in WINDOWS:
+                for w in WINDOWS_MS:
                     by_window[w].add(t[f"{w} ms"].tokens_per_second / d.tokens_per_second)
                 efficiency.add(a.tokens_per_second / d.tokens_per_second)
                 overhead.add(a.ttft_ms - d.ttft_ms)
@@ -274,6 +275,6 @@ def run(options: Options) -> list[Metric]:
                     )
                 )
     write_result(
-        "model", options, metrics, {"max_tokens": max_tokens, "prompt": PROMPT, "windows_ms": WINDOWS}
+        "model", options, metrics, {"max_tokens": max_tokens, "prompt": PROMPT, "windows_ms": WINDOWS_MS}
     )
     return metrics

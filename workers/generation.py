@@ -163,13 +163,9 @@ class _Run:
             return True
         return False
 
-    def take(self) -> list[ev.Event]:
-        """The pending events."""
-        return self.blocks.take()
-
     def flush(self) -> int:
         """Write what the last events produced; answers the sink's signal."""
-        events = self.take()
+        events = self.blocks.take()
         fields: dict[str, str | int | float] = {}
         if self.ttft_ms is None and any(e["type"] == "content_block_delta" for e in events):
             self.ttft_ms = round((time.monotonic() - self.started_at) * 1000, 1)
@@ -279,7 +275,7 @@ def _guarded(run: _Run, stream: ProviderStream, *, resumed: bool) -> Outcome:
 
 def _end_cancelled(run: _Run) -> Outcome:
     """The well-formed cancelled ending, whatever the run had written so far."""
-    run.take()  # nothing more reaches the stream after a cancel was seen
+    run.blocks.take()  # nothing more reaches the stream after a cancel was seen
     opening = [] if run.opened else [ev.message_start(run.message_id, run.model_hint, run.input_tokens)]
     open_block = run.blocks.index if run.blocks.kind is not None else None
     ending = [*opening, *ev.cancelled_ending(open_block, run.output_tokens)]
@@ -291,7 +287,7 @@ def _failed_ending(run: _Run) -> list[ev.Event]:
     """What must precede the ``error`` event so the stream stays well-formed: the
     ``message_start`` if none was written, held deltas, and the close of an open block."""
     ending = [] if run.opened else [ev.message_start(run.message_id, run.model_hint, run.input_tokens)]
-    ending.extend(run.take())
+    ending.extend(run.blocks.take())
     if run.blocks.kind is not None:
         ending.append(ev.content_block_stop(run.blocks.index))
         run.blocks.kind = None
@@ -322,7 +318,7 @@ def _drive(run: _Run, stream: ProviderStream, resumed: bool = False) -> Outcome:
         run.blocks.text(run.scanner.flush(), 0)
     run.blocks.close()
     ending = [
-        *run.take(),
+        *run.blocks.take(),
         ev.message_delta(run.stop_reason, run.stop_sequence, run.output_tokens, **run.late_input_tokens),
         ev.message_stop(),
     ]

@@ -117,9 +117,7 @@ class BackgroundWriter:
 
     def _hold_seconds(self) -> float:
         """How much longer the queued events may wait (<= 0: write now)."""
-        if not self._window or self._urgent or self._stopped or not self._delta_written:
-            return 0.0
-        if not self._holdable:
+        if not (self._window and self._holdable and self._delta_written) or self._urgent or self._stopped:
             return 0.0
         return self._held_since + self._window - time.monotonic()
 
