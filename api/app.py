@@ -19,6 +19,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     configure_logging(settings, "api")
     app = Flask("sluice")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["SLUICE_MAX_JSON_DEPTH"] = settings.max_json_depth
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["sluice"] = build_services(settings)
     install_auth(app, settings)

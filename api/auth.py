@@ -18,8 +18,8 @@ from pathlib import Path
 from flask import Flask, g, request
 
 from api.errors import ApiError
+from shared.keys import ANONYMOUS
 from shared.settings import Settings
-from shared.store import ANONYMOUS
 
 ALWAYS_OPEN = frozenset({"/health", "/openapi.json", "/docs", "/"})
 #: The observer page's own files: public, the page asks for the key and sends it itself.

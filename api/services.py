@@ -17,6 +17,7 @@ from api.errors import ApiError, InvalidRequest, NotFound, Overloaded
 from api.hub import Hub, hub_client
 from api.limits import RateLimited
 from shared.broker import TaskMessages
+from shared.keys import public_id, scoped_id
 from shared.models import ModelRegistry, load_registry
 from shared.priority import Placement, place
 from shared.settings import Settings
@@ -83,6 +84,11 @@ def services() -> Services:
     return found
 
 
+def storage_id(message_id: str) -> str:
+    """The id the store keeps the calling tenant's ``message_id`` under (``shared.keys``)."""
+    return scoped_id(current_tenant(), message_id)
+
+
 def new_message_id() -> str:
     """A unique, URL-safe id in Anthropic's style."""
     return "msg_" + secrets.token_urlsafe(18)
@@ -94,13 +100,25 @@ def body_digest(body: dict[str, Any], message_id: str | None) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Submitted:
+    """A message that ``submit`` created (or found again by its Idempotency-Key)."""
+
+    message_id: str
+    #: Where the store keeps it (``storage_id``).
+    storage_id: str
+    placement: Placement
+    #: Its creation stamp (``""`` for an idempotent repeat, which created nothing).
+    epoch: str
+
+
 def submit(
     svc: Services,
     body: dict[str, Any],
     message_id: str | None = None,
     *,
     idempotency_key: str | None = None,
-) -> tuple[str, Placement]:
+) -> Submitted:
     """Store a validated body as a pending message and queue its task; returns its id.
 
     Rate, concurrency and queue-depth limits and the Idempotency-Key are applied here; a
@@ -115,6 +133,7 @@ def submit(
         key_digest = hashlib.sha256(idempotency_key.encode()).hexdigest()
         idempotency = (key_digest, body_digest(body, message_id))
     message_id = message_id or new_message_id()
+    sid = scoped_id(tenant, message_id)
     placement = place(spec.queue, body.get("priority"), svc.settings.default_priority)
     correlation_id = body.get("correlation_id") or ""
     metadata = body.get("metadata")
@@ -137,17 +156,17 @@ def submit(
         settings.rate_limit_per_minute,
         settings.rate_limit_burst,
     )
-    task = svc.tasks.generate(message_id, placement.queue, placement.band, correlation_id)
+    task = svc.tasks.generate(sid, placement.queue, placement.band, correlation_id)
     try:
         admission = svc.store.create(
-            message_id, body, fields, tenant=tenant, idempotency=idempotency, limits=limits, task=task
+            sid, body, fields, tenant=tenant, idempotency=idempotency, limits=limits, task=task
         )
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         # Redis is the broker too; the message and its task are stored together or not at all.
         raise ApiError(503, "The task queue is unavailable; try again.") from exc
     if admission.outcome != "created":
         _refuse(admission, settings.rate_limit_per_minute)
-    return admission.message_id, placement
+    return Submitted(public_id(admission.message_id), admission.message_id, placement, admission.epoch)
 
 
 def _refuse(admission: Admission, rate_per_minute: int) -> None:
@@ -158,7 +177,7 @@ def _refuse(admission: Admission, rate_per_minute: int) -> None:
             admission.retry_after,
         )
     if admission.outcome == "exists":
-        raise InvalidRequest(f"Message with message_id {admission.message_id} already exists")
+        raise InvalidRequest(f"Message with message_id {public_id(admission.message_id)} already exists")
     if admission.outcome == "conflict":
         raise ApiError(409, "This Idempotency-Key was already used with a different request body.")
     if admission.outcome == "overloaded":
@@ -174,7 +193,7 @@ def _thinking_enabled(body: dict[str, Any]) -> bool:
 
 def require_status(svc: Services, message_id: str) -> dict[str, str]:
     """The status hash, or 404 (also when the message belongs to another key)."""
-    status = svc.store.get_status(message_id)
+    status = svc.store.get_status(storage_id(message_id))
     if status is None or status.get("tenant", ANONYMOUS) != current_tenant():
         raise NotFound(message_id)
     return status
@@ -183,13 +202,14 @@ def require_status(svc: Services, message_id: str) -> dict[str, str]:
 def cancel(svc: Services, message_id: str) -> str:
     """Cancel a message and wait briefly for its terminal state; returns the status."""
     require_status(svc, message_id)
-    status = svc.store.cancel(message_id)
+    sid = storage_id(message_id)
+    status = svc.store.cancel(sid)
     if status is None:
         raise NotFound(message_id)
     deadline = time.monotonic() + CANCEL_WAIT_SECONDS
     while status == PROCESSING and time.monotonic() < deadline:
         time.sleep(0.01)
-        status = svc.store.get_field(message_id, "status") or status
+        status = svc.store.get_field(sid, "status") or status
     return status
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
 
-from api.hub import Batch, Hub
+from api.hub import Batch, Tick
 from shared import events as ev
 from shared.store import StoredEvent
 
@@ -20,6 +20,11 @@ SSE_HEADERS = {
     "Connection": "keep-alive",
 }
 PING_FRAME = b'event: ping\ndata: {"type":"ping"}\n\n'
+#: Sent (unstored, without an id) to an observer whose message was deleted, before the end.
+GONE_FRAME = (
+    b"event: error\n"
+    b'data: {"type":"error","error":{"type":"not_found_error","message":"This message was deleted."}}\n\n'
+)
 
 
 @lru_cache(maxsize=4096)
@@ -101,26 +106,6 @@ class SocketPusher:
             self._sock.sendall(data)
 
 
-def follow(hub: Hub, message_id: str, after: str, *, idle_seconds: float) -> Iterator[StoredEvent | None]:
-    """Stored events after ``after``, then live ones, ending after the terminal event.
-
-    Yields ``None`` each time ``idle_seconds`` pass with nothing new (time for a ping);
-    ends early if the message is deleted or expires meanwhile. Live events come from the
-    process's fan-out hub (one Redis tail per stream), not from a blocked read per observer.
-    """
-    return hub.follow(message_id, after, idle_seconds=idle_seconds)
-
-
-def follow_chunks(
-    hub: Hub, message_id: str, after: str, *, idle_seconds: float, pusher: SocketPusher | None = None
-) -> Iterator[list[StoredEvent] | None]:
-    """``follow`` in chunks: the events ready at once come together, to be written in one send.
-
-    With a ``pusher`` the hub's tail writes live events to the socket itself while the
-    observer keeps up; ``sse_body`` must then get the same pusher."""
-    return hub.follow_chunks(message_id, after, idle_seconds=idle_seconds, pusher=pusher)
-
-
 def client_gone(environ: dict[str, Any]) -> bool:
     """True when the HTTP client has closed its connection (checked without blocking)."""
     sock = environ.get("gunicorn.socket")
@@ -134,11 +119,12 @@ def client_gone(environ: dict[str, Any]) -> bool:
 
 
 def sse_body(
-    chunks: Iterator[list[StoredEvent] | None],
+    chunks: Iterator[list[StoredEvent] | Tick],
     on_close: Callable[[bool], None] | None = None,
     pusher: SocketPusher | None = None,
 ) -> Iterator[bytes]:
-    """SSE bytes for ``chunks``: the frames of a chunk in one write, a ping per idle tick.
+    """SSE bytes for ``chunks``: the frames of a chunk in one write, a ping per idle tick, and
+    an unstored ``not_found_error`` event, then the end, when the message is deleted meanwhile.
 
     ``on_close(finished)`` runs when the response ends, with whether the terminal
     event was sent; a client that went away leaves ``finished`` False. With a ``pusher``,
@@ -152,10 +138,13 @@ def sse_body(
         for chunk in chunks:
             if pusher is not None:
                 pusher.flush()
-            if chunk is None:
+            if chunk is Tick.PING:
                 yield PING_FRAME
                 continue
-            if not chunk:
+            if chunk is Tick.GONE:
+                yield GONE_FRAME
+                return
+            if chunk is Tick.FLUSH or not chunk:
                 continue
             yield frame(chunk[0]) if len(chunk) == 1 else frames(chunk)
             finished = ev.is_terminal(chunk[-1].type)

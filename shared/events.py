@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from shared.keys import public_id
+
 Event = dict[str, Any]
 
 TERMINAL_TYPES = frozenset({"message_stop", "error"})
@@ -38,11 +40,12 @@ def is_terminal(event_type: str) -> bool:
 
 
 def message_start(message_id: str, model: str, input_tokens: int) -> Event:
-    """The first event of every stream."""
+    """The first event of every stream; it names the message by its public id (``message_id``
+    may be a storage id, ``<tenant>/<id>``: the tenant never shows)."""
     return {
         "type": "message_start",
         "message": {
-            "id": message_id,
+            "id": public_id(message_id),
             "type": "message",
             "role": "assistant",
             "content": [],

@@ -1,7 +1,23 @@
 """Every Redis key Sluice writes, built in one place.
 
-All keys of one message share the hash tag ``{<message_id>}`` so that they
+All keys of one message share the hash tag ``{<storage id>}`` so that they
 land in one Redis Cluster slot and one Lua script may touch them all.
+
+Ids live in their tenant's namespace: a message's *storage id* is ``<tenant>/<id>``
+(``scoped_id``), so two keys may each own ``order-42`` and neither can see, block or
+learn of the other's. The tenant is a 32-hex-digit prefix of the API key's SHA-256
+(``api.auth.tenant_of``); ``/`` never occurs in a public id, so the split is unambiguous.
+While auth is off every message belongs to ``anonymous`` and the storage id is the
+public id itself. Store keys, task arguments and worker logs use storage ids; HTTP
+bodies and events use public ids (``public_id``).
+
+Layout (``sluice:`` prefix):
+
+- ``msg:{<sid>}:status|request|events|cancel|lock`` — one message (``MessageKeys``)
+- ``pending``, ``running``, ``workers`` — sorted sets across all tenants
+- ``tenant:{<tenant>}:active|rate|bytes|streams`` — a tenant's concurrency, rate bucket,
+  stored bytes and open streams
+- ``idem:{<tenant>}:<key digest>`` — Idempotency-Key records, per tenant
 """
 
 from __future__ import annotations
@@ -33,6 +49,22 @@ def rate_bucket(tenant: str) -> str:
 def idempotency(tenant: str, key_digest: str) -> str:
     """String: ``<body digest> <message_id>`` of the first call with this Idempotency-Key."""
     return f"{PREFIX}:idem:{{{tenant}}}:{key_digest}"
+
+
+#: The tenant of messages created while auth is off (their storage ids are their public ids).
+ANONYMOUS = "anonymous"
+#: Separates the tenant from the public id in a storage id.
+TENANT_SEP = "/"
+
+
+def scoped_id(tenant: str, message_id: str) -> str:
+    """The storage id of ``tenant``'s message ``message_id``."""
+    return message_id if tenant == ANONYMOUS else f"{tenant}{TENANT_SEP}{message_id}"
+
+
+def public_id(storage_id: str) -> str:
+    """The id the message's owner knows it by."""
+    return storage_id.rpartition(TENANT_SEP)[2]
 
 
 #: Glob that matches the status hash of every message (for SCAN-based counts).

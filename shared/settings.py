@@ -26,6 +26,8 @@ class Settings:
     # How long an accepted message may wait or run before its keys expire regardless.
     active_ttl_seconds: int = 86400
     max_body_bytes: int = 1_048_576
+    # Deepest nesting of lists/objects a JSON body may have (deeper: 400 before any schema runs).
+    max_json_depth: int = 64
     ping_interval_seconds: float = 15.0
     task_time_limit_seconds: int = 1800
     stream_maxlen: int = 100_000
@@ -119,6 +121,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "retention_seconds": _parse_positive_int,
     "active_ttl_seconds": _parse_positive_int,
     "max_body_bytes": _parse_positive_int,
+    "max_json_depth": _parse_positive_int,
     "ping_interval_seconds": _parse_positive_float,
     "task_time_limit_seconds": _parse_positive_int,
     "stream_maxlen": _parse_positive_int,

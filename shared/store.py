@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,9 +24,9 @@ from redis.commands.core import Script
 from shared import events as ev
 from shared import keys as keys_mod
 from shared.broker import TaskMessage
+from shared.keys import ANONYMOUS, WORKER_ALIVE_SECONDS, WORKERS, message_keys, rate_bucket, tenant_active
 from shared.keys import PENDING as PENDING_SET
 from shared.keys import RUNNING as RUNNING_SET
-from shared.keys import WORKER_ALIVE_SECONDS, WORKERS, message_keys, rate_bucket, tenant_active
 
 PENDING = "pending"
 PROCESSING = "processing"
@@ -34,8 +35,6 @@ CANCELLED = "cancelled"
 ERROR = "error"
 TERMINAL_STATUSES = frozenset({COMPLETED, CANCELLED, ERROR})
 
-#: The tenant of messages created while auth is off.
-ANONYMOUS = "anonymous"
 
 #: How long a cancel flag lives; the generation that should see it is long over by then.
 CANCEL_FLAG_TTL_SECONDS = 3600
@@ -44,7 +43,8 @@ _CURSOR = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
 
 FieldValues = Mapping[str, str | int | float]
 
-# KEYS: status, request, idempotency, pending, tenant active, tenant rate bucket, broker list.
+# KEYS: status, request, idempotency, pending, tenant active, tenant rate bucket, broker list,
+#       events (a deleted message's tombstone, removed when its id is created anew).
 # ARGV: request JSON, ttl, idempotency value ('' = none), max depth, max concurrent (0 = off),
 #       now (unix s), message id, rate capacity (0 = off), rate refill per second,
 #       task message ('' = none), field/value...
@@ -82,6 +82,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', horizon)
 if tonumber(ARGV[5]) > 0 and redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[5]) then
   return {'busy', ''}
 end
+redis.call('DEL', KEYS[8])
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 redis.call('HSET', KEYS[1], unpack(ARGV, 11))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -174,14 +175,24 @@ return status
 """
 
 # KEYS: status, events, request, lock, cancel, running, pending, tenant active, idempotency.
-# ARGV: message id. Returns 1 if it existed. A running generation stops at its next append,
-# which finds no status (and its lease renewal finds no lock).
+# ARGV: message id, tombstone JSON, tombstone ttl ms. Returns 1 if it existed. A running
+# generation stops at its next append, which finds no status (and its lease renewal finds no
+# lock). The stream is replaced by a one-entry tombstone that lives a few seconds: its XADD
+# wakes every blocked tail of the stream, in every API process, which then finds the status
+# gone and ends its observers (the tombstone itself is never sent: see ``StreamGone``).
 _DELETE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[9])
 for i = 6, 8 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+redis.call('XADD', KEYS[2], '*', 'd', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 """
+
+#: The entry a deleted message's stream is replaced by (never sent to an observer).
+TOMBSTONE = '{"type":"sluice_deleted"}'
+#: How long a tombstone stays: enough for every tail to wake, short enough to be no storage.
+TOMBSTONE_TTL_MS = 10_000
 
 
 @dataclass(frozen=True)
@@ -207,6 +218,8 @@ class Admission:
     outcome: str
     message_id: str
     retry_after: float = 0.0
+    #: The creation stamp of a message this call created (``""`` otherwise).
+    epoch: str = ""
 
 
 @dataclass(frozen=True)
@@ -225,6 +238,26 @@ class Limits:
 
 class InvalidCursor(ValueError):
     """A stream cursor that is malformed or names no stored event."""
+
+
+class StreamGone(LookupError):
+    """The message a reader follows was deleted or expired (or its id now names a new message)."""
+
+
+@dataclass(frozen=True)
+class StreamCursor:
+    """Where an observer starts: after ``after``; ``ended`` when that is the terminal event."""
+
+    after: str
+    ended: bool = False
+
+
+def epoch_of(status: Mapping[str, str]) -> str:
+    """The creation stamp of a message's status hash (``""`` for messages stored before stamps).
+
+    A message id can be deleted and created again; readers bind to the stamp, not the id, so
+    what they follow is always the message they started with."""
+    return status.get("epoch", "")
 
 
 @dataclass(frozen=True)
@@ -302,6 +335,7 @@ class MessageStore:
         keys = message_keys(message_id)
         now = now_iso()
         unix_now = time.time()
+        epoch = str(fields.get("epoch") or secrets.token_hex(8))
         idem_key = keys_mod.idempotency(tenant, idempotency[0]) if idempotency else ""
         idem_value = f"{idempotency[1]} {message_id}" if idempotency else ""
         capacity = (limits.rate_burst or limits.rate_per_minute) if limits.rate_per_minute else 0
@@ -315,6 +349,7 @@ class MessageStore:
                 tenant_active(tenant),
                 rate_bucket(tenant),
                 task.list_key if task else keys.status,
+                keys.events,
             ],
             args=[
                 json.dumps(request, separators=(",", ":")),
@@ -340,10 +375,14 @@ class MessageStore:
                 "idem_key",
                 idem_key,
                 *_flatten(fields),
+                "epoch",
+                epoch,
             ],
         )
         if outcome == "limited":
             return Admission("limited", message_id, int(detail) / 1000)
+        if outcome == "created":
+            return Admission("created", message_id, epoch=epoch)
         if outcome != "idempotent":
             return Admission(str(outcome), message_id)
         digest, _, first_id = str(detail).partition(" ")
@@ -492,7 +531,7 @@ class MessageStore:
         keys = message_keys(message_id)
         deleted = self._delete(
             keys=self._all_keys(message_id, keys.status, keys.events, keys.request, keys.lock, keys.cancel),
-            args=[message_id],
+            args=[message_id, TOMBSTONE, TOMBSTONE_TTL_MS],
         )
         return bool(deleted)
 
@@ -518,27 +557,53 @@ class MessageStore:
         raw = self.redis.get(message_keys(message_id).request)
         return json.loads(raw) if raw else None
 
-    def check_cursor(self, message_id: str, cursor: str) -> str:
-        """Validate a resume cursor: well-formed and naming a stored event (``0`` = start)."""
+    def check_cursor(self, message_id: str, cursor: str) -> StreamCursor:
+        """Validate a resume cursor: well-formed and naming a stored event (``0`` = start).
+
+        A cursor at the terminal event is ``ended``: nothing follows it, so there is nothing
+        to wait for."""
         if not _CURSOR.match(cursor):
             raise InvalidCursor(f"malformed event id {cursor!r}; expected <ms>-<seq>")
         if cursor in ("0", "0-0"):
-            return "0-0"
+            return StreamCursor("0-0")
         found = self.redis.xrange(message_keys(message_id).events, cursor, cursor, count=1)
         if not found:
             raise InvalidCursor(f"event id {cursor!r} is not part of this stream")
-        return cursor
+        entry_id, data = found[0]
+        return StreamCursor(cursor, ended=ev.is_terminal(stored_event(entry_id, data).type))
 
     def read_events(
-        self, message_id: str, after: str, *, block_ms: int | None = None, count: int = 512
+        self,
+        message_id: str,
+        after: str,
+        *,
+        block_ms: int | None = None,
+        count: int = 512,
+        epoch: str | None = None,
     ) -> list[StoredEvent]:
-        """Events strictly after ``after``; with ``block_ms``, wait that long for one."""
-        key = message_keys(message_id).events
-        reply = self.redis.xread({key: after}, count=count, block=block_ms)
+        """Events strictly after ``after``; with ``block_ms``, wait that long for one.
+
+        With ``epoch``, the read also checks (in the same round trip) that the message is still
+        the one created with that stamp, and raises ``StreamGone`` when it is not."""
+        keys = message_keys(message_id)
+        if epoch is None:
+            reply = self.redis.xread({keys.events: after}, count=count, block=block_ms)
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xread({keys.events: after}, count=count, block=block_ms)
+            pipe.hmget(keys.status, "status", "epoch")
+            reply, (status, found) = pipe.execute()
+            if status is None or (found or "") != epoch:
+                raise StreamGone(message_id)
         if not reply:
             return []
         _, entries = reply[0]
         return [stored_event(entry_id, data) for entry_id, data in entries]
+
+    def is_current(self, message_id: str, epoch: str) -> bool:
+        """True while the message exists and is the one created with ``epoch``."""
+        status, found = self.redis.hmget(message_keys(message_id).status, "status", "epoch")
+        return status is not None and (found or "") == epoch
 
     def ttls(self, message_id: str) -> dict[str, int]:
         """The TTL of each existing key of the message (-1 = none), for checks and tests."""

@@ -8,38 +8,26 @@ from typing import Any
 
 from flask import Response, g, jsonify, request
 
-from api.errors import InvalidRequest
+from api.body import json_body
+from api.errors import InvalidRequest, NotFound
+from api.hub import Tick
 from api.services import (
     Services,
     cancel,
     require_status,
     services,
     status_body,
+    storage_id,
     submit,
 )
-from api.sse import SSE_HEADERS, SocketPusher, client_gone, follow, follow_chunks, sse_body
+from api.sse import SSE_HEADERS, SocketPusher, client_gone, sse_body
 from shared.accumulator import Accumulator
 from shared.capabilities import load_request
 from shared.schemas import check_message_id
-from shared.store import InvalidCursor, StoredEvent
+from shared.store import InvalidCursor, StoredEvent, StreamCursor, epoch_of
 
 #: How often the synchronous endpoint looks for a vanished client while waiting.
 SYNC_POLL_SECONDS = 1.0
-
-
-def json_body(*, optional: bool = False) -> Any:
-    """The request's JSON body; 400 for a wrong content type or malformed JSON."""
-    raw = request.get_data(cache=True)
-    if optional and not raw.strip():
-        return None
-    if request.mimetype != "application/json":
-        raise InvalidRequest("Content-Type must be application/json.")
-    try:
-        parsed = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"Malformed JSON body: {exc}") from None
-    g.sluice_body = parsed  # for the request log line, which must not parse the body again
-    return parsed
 
 
 def _chat_body(svc: Services) -> dict[str, Any]:
@@ -55,19 +43,20 @@ def create_async() -> Response:
         check_message_id(message_id)
     body = _chat_body(svc)
     idempotency_key = request.headers.get("Idempotency-Key")
-    message_id, _ = submit(svc, body, message_id, idempotency_key=idempotency_key)
+    submitted = submit(svc, body, message_id, idempotency_key=idempotency_key)
+    message_id = submitted.message_id
     g.sluice_message_id = message_id  # for the request log line, which must not parse the answer
     # A repeated Idempotency-Key answers with the first message, which may have moved on.
-    status = (svc.store.get_field(message_id, "status") if idempotency_key else None) or "pending"
+    status = (svc.store.get_field(submitted.storage_id, "status") if idempotency_key else None) or "pending"
     answer = {"message_id": message_id, "status": status, "message": "Request initiated successfully"}
     # What jsonify writes, without its provider's indirections: this answer is the hot path's.
     return Response(json.dumps(answer, separators=(",", ":")) + "\n", mimetype="application/json")
 
 
-def _cursor(svc: Services, message_id: str) -> str:
+def _cursor(svc: Services, message_id: str) -> StreamCursor:
     raw = request.headers.get("Last-Event-ID") or request.args.get("after")
     if raw is None:
-        return "0-0"
+        return StreamCursor("0-0")
     try:
         return svc.store.check_cursor(message_id, raw.strip())
     except InvalidCursor as exc:
@@ -79,11 +68,18 @@ def _cursor(svc: Services, message_id: str) -> str:
 def stream(message_id: str) -> Response:
     """Replay the message's events after the cursor, then tail them live, over SSE."""
     svc = services()
-    require_status(svc, message_id)
-    after = _cursor(svc, message_id)
+    epoch = epoch_of(require_status(svc, message_id))
+    sid = storage_id(message_id)
+    cursor = _cursor(svc, sid)
+    if cursor.ended:  # resumed after the terminal event: nothing follows, nothing to wait for
+        return Response(b"", mimetype="text/event-stream", headers=SSE_HEADERS)
     pusher = SocketPusher.for_environ(request.environ)
-    chunks = follow_chunks(
-        svc.hub, message_id, after, idle_seconds=svc.settings.ping_interval_seconds, pusher=pusher
+    chunks = svc.hub.follow_chunks(
+        sid,
+        cursor.after,
+        idle_seconds=svc.settings.ping_interval_seconds,
+        pusher=pusher,
+        epoch=epoch,
     )
     return Response(sse_body(chunks, pusher=pusher), mimetype="text/event-stream", headers=SSE_HEADERS)
 
@@ -111,7 +107,7 @@ def delete_message(message_id: str) -> Response:
     """Delete status, request and events; a running generation stops."""
     svc = services()
     require_status(svc, message_id)  # 404 when unknown or another key's
-    if not svc.store.delete(message_id):
+    if not svc.store.delete(storage_id(message_id)):
         require_status(svc, message_id)  # raises the 404
     return jsonify({"message_id": message_id, "deleted": True})
 
@@ -120,23 +116,25 @@ def create_sync() -> Response:
     """Synchronous chat riding the async path: relay the stream, or return the Message."""
     svc = services()
     body = _chat_body(svc)
-    message_id, _ = submit(svc, body)
+    submitted = submit(svc, body)
+    message_id, sid, epoch = submitted.message_id, submitted.storage_id, submitted.epoch
     environ = request.environ
 
     def on_close(finished: bool) -> None:
         if not finished:  # the client left before the end: stop the generation
-            svc.store.cancel(message_id)
+            svc.store.cancel(sid)
 
     if body.get("stream"):
         pusher = SocketPusher.for_environ(environ)
-        chunks = follow_chunks(
-            svc.hub, message_id, "0-0", idle_seconds=svc.settings.ping_interval_seconds, pusher=pusher
+        chunks = svc.hub.follow_chunks(
+            sid, "0-0", idle_seconds=svc.settings.ping_interval_seconds, pusher=pusher, epoch=epoch
         )
         return Response(sse_body(chunks, on_close, pusher), mimetype="text/event-stream", headers=SSE_HEADERS)
     acc = Accumulator()
     finished = False
     try:
-        for item in _watching(follow(svc.hub, message_id, "0-0", idle_seconds=SYNC_POLL_SECONDS), environ):
+        events = svc.hub.follow(sid, "0-0", idle_seconds=SYNC_POLL_SECONDS, epoch=epoch)
+        for item in _watching(events, environ, message_id):
             acc.feed(json.loads(item.data))
         finished = acc.done
     finally:
@@ -146,10 +144,14 @@ def create_sync() -> Response:
     return jsonify(acc.message)
 
 
-def _watching(items: Iterator[StoredEvent | None], environ: dict[str, Any]) -> Iterator[StoredEvent]:
-    """Events of ``items``; stops early when the client has gone away."""
+def _watching(
+    items: Iterator[StoredEvent | Tick], environ: dict[str, Any], message_id: str
+) -> Iterator[StoredEvent]:
+    """Events of ``items``; stops early when the client has gone away (or the message was deleted)."""
     for item in items:
-        if item is None:
+        if item is Tick.GONE:
+            raise NotFound(message_id)
+        if isinstance(item, Tick):
             if client_gone(environ):
                 return
             continue

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Response, jsonify
 
+from api.body import json_body
 from api.errors import ApiError, InvalidRequest
 from api.services import services
-from api.views.messages import json_body
 from shared.capabilities import capabilities_of, load_request
 from shared.schemas import BodyInvalid, problem
 from shared.tokenizer import TokenizerError, count_tokens

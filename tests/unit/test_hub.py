@@ -6,11 +6,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
 
-from api.hub import Batch, Hub, Mailbox, hub_client, parse_id
+from api.hub import Batch, Hub, Mailbox, Tick, Wake, hub_client, parse_id
 from shared import events as ev
 from shared.store import COMPLETED, MessageStore, StoredEvent
 
@@ -72,12 +73,19 @@ def all_ids(store: MessageStore, message_id: str = "m1") -> list[str]:
     return [item.id for item in store.read_events(message_id, "0-0", count=100_000)]
 
 
+def tail_of(hub: Hub, message_id: str) -> Any:
+    """The hub's tail of ``message_id`` (any epoch), or None."""
+    with hub._lock:
+        return next((tail for (mid, _), tail in hub._tails.items() if mid == message_id), None)
+
+
 class Watcher:
     """A thread that follows a message through the hub and records what it yields."""
 
     def __init__(self, hub: Hub, message_id: str = "m1", after: str = "0-0", idle: float = 0.2) -> None:
         self.items: list[StoredEvent] = []
         self.pings = 0
+        self.gone = False
         self.gate = threading.Event()
         self.gate.set()
         self.done = threading.Event()
@@ -88,8 +96,10 @@ class Watcher:
     def _run(self) -> None:
         for item in self._iter:
             self.gate.wait()
-            if item is None:
+            if item is Tick.PING:
                 self.pings += 1
+            elif item is Tick.GONE:
+                self.gone = True
             else:
                 self.items.append(item)
         self.done.set()
@@ -197,7 +207,7 @@ def test_tail_stops_when_its_last_observer_leaves(store, hub):
     """Closing every observer of a live stream stops its tail."""
     start(store)
     follower = hub.follow("m1", "0-0", idle_seconds=0.05)
-    assert next(follower) is not None
+    assert next(follower) is not Tick.PING
     next(follower)
     next(follower)  # the first idle tick: now tailing
     assert hub.tail_count() == 1
@@ -214,8 +224,8 @@ def test_mailbox_is_bounded_and_reports_overflow():
     assert len(mailbox) == 2
     got = mailbox.get(1)
     assert isinstance(got, Batch) and got.prev == "0-0"
-    assert mailbox.get(1) is True
-    assert mailbox.get(0.01) is None
+    assert mailbox.get(1) is Wake.CATCH_UP
+    assert mailbox.get(0.01) is Wake.IDLE
 
 
 def test_ids_compare_in_stream_order():
@@ -235,7 +245,7 @@ def test_events_ready_at_once_come_in_one_chunk(store, hub):
     piled = next(chunks)
     assert [item.id for item in piled] == all_ids(store)[2:]
     finish(store)
-    rest = [item for chunk in chunks if chunk for item in chunk]
+    rest = [item for chunk in chunks if not isinstance(chunk, Tick) for item in chunk]
     assert [item.type for item in rest] == ["content_block_stop", "message_delta", "message_stop"]
 
 
@@ -246,12 +256,13 @@ def test_joining_behind_a_running_tail_asks_for_a_catch_up(store, hub):
     wait_until(lambda: hub.tail_count() == 1 and len(first.items) == 2)
     store.append("m1", [ev.text_delta(0, "a")])
     wait_until(lambda: len(first.items) == 3)
-    behind = hub._join("m1", all_ids(store)[0])
-    level = hub._join("m1", all_ids(store)[-1])
-    assert behind.get(0) is True
-    assert level.get(0) is None
-    hub._leave("m1", behind)
-    hub._leave("m1", level)
+    stream = ("m1", store.get_field("m1", "epoch") or "")
+    behind = hub._join(stream, all_ids(store)[0])
+    level = hub._join(stream, all_ids(store)[-1])
+    assert behind.get(0) is Wake.CATCH_UP
+    assert level.get(0) is Wake.IDLE
+    hub._leave(stream, behind)
+    hub._leave(stream, level)
     finish(store)
     assert first.done.wait(20)
 
@@ -289,7 +300,7 @@ class FakePusher:
 def follow_with(hub: Hub, pusher: FakePusher, got: list[StoredEvent], done: threading.Event) -> None:
     """Consume a pushing observer as the SSE body does: flush what the pusher kept, then the chunk."""
     for chunk in hub.follow_chunks("m1", "0-0", idle_seconds=0.05, pusher=pusher):
-        for items in (pusher.flush(), chunk or []):
+        for items in (pusher.flush(), [] if isinstance(chunk, Tick) else chunk):
             got.extend(items)
             pusher.wire.extend(items)
     pusher.wire.extend(pusher.flush())
@@ -305,7 +316,7 @@ def test_caught_up_observers_get_live_events_pushed_by_the_tail(store, hub):
     for pusher, got, flag in zip(pushers, yielded, done, strict=True):
         threading.Thread(target=follow_with, args=(hub, pusher, got, flag), daemon=True).start()
     wait_until(lambda: hub.tail_count() == 1 and all(len(got) == 2 for got in yielded))
-    wait_until(lambda: len(hub._tails["m1"].pushers) == len(pushers))
+    wait_until(lambda: len(tail_of(hub, "m1").pushers) == len(pushers))
     for index in range(30):
         store.append("m1", [ev.text_delta(0, f"t{index} ")])
     finish(store)
@@ -324,7 +335,7 @@ def test_pusher_that_cannot_keep_up_falls_back_to_its_mailbox_and_misses_nothing
     got: list[StoredEvent] = []
     done = threading.Event()
     threading.Thread(target=follow_with, args=(hub, pusher, got, done), daemon=True).start()
-    wait_until(lambda: "m1" in hub._tails and pusher in hub._tails["m1"].pushers.values())
+    wait_until(lambda: tail_of(hub, "m1") is not None and pusher in tail_of(hub, "m1").pushers.values())
     store.append("m1", [ev.text_delta(0, "pushed")])
     wait_until(lambda: len(pusher.pushed) == 1)
     pusher.full = True
@@ -332,9 +343,58 @@ def test_pusher_that_cannot_keep_up_falls_back_to_its_mailbox_and_misses_nothing
         store.append("m1", [ev.text_delta(0, f"t{index} ")])
     wait_until(lambda: pusher.refused >= 1 and len(got) >= 2 + 20)
     pusher.full = False
-    wait_until(lambda: pusher in hub._tails["m1"].pushers.values())  # level again: pushed once more
+    wait_until(lambda: pusher in tail_of(hub, "m1").pushers.values())  # level again: pushed once more
     store.append("m1", [ev.text_delta(0, "late")])
     finish(store)
     assert done.wait(20)
     assert [item.id for item in pusher.wire] == all_ids(store)
     assert all_ids(store)[-4] in [item.id for item in pusher.pushed]  # the "late" delta
+
+
+def test_deleting_a_message_ends_its_idle_observers_at_once(redis_url, store, name):
+    """A delete wakes the blocked tail (its tombstone): observers get GONE long before the tail's
+    own read or any ping would time out (both 120 s here)."""
+    hub = Hub(store, hub_client(redis_url, f"{name}-tail"), block_ms=120_000)
+    start(store)
+    watchers = [Watcher(hub, idle=120) for _ in range(3)]
+    wait_until(lambda: hub.tail_count() == 1 and all(len(w.items) == 2 for w in watchers))
+    store.delete("m1")
+    for watcher in watchers:
+        assert watcher.done.wait(20)
+        assert watcher.gone
+    assert [item.type for item in watchers[0].items] == ["message_start", "content_block_start"]
+    wait_until(lambda: hub.tail_count() == 0)
+
+
+def test_an_observer_never_sees_the_events_of_a_message_created_anew_with_its_id(store, hub):
+    """Delete and re-create the id while observed: the first observer ends GONE, with none of
+    the new message's events; a new observer sees only the new one."""
+    start(store)
+    old = Watcher(hub, idle=60)
+    wait_until(lambda: len(old.items) == 2)
+    old.gate.clear()  # hold the observer so the delete and the re-creation both land first
+    store.delete("m1")
+    start(store)
+    store.append("m1", [ev.text_delta(0, "new message")])
+    old.gate.set()
+    assert old.done.wait(20)
+    assert old.gone
+    assert all("new message" not in item.data for item in old.items)
+    finish(store)
+    new = list(hub.follow("m1", "0-0", idle_seconds=0.05))
+    assert any(not isinstance(item, Tick) and "new message" in item.data for item in new)
+
+
+def test_recreating_an_id_removes_the_tombstone_of_the_deleted_one(store, hub):
+    """A re-created id starts with an empty stream: the old message's tombstone is not an event."""
+    start(store)
+    store.delete("m1")
+    start(store)
+    types = [item.type for item in store.all_events("m1")]
+    assert types == ["message_start", "content_block_start"]
+
+
+def test_following_a_message_that_does_not_exist_is_gone_at_once(hub):
+    """No status: the observer gets GONE without tailing anything."""
+    assert list(hub.follow("nope", "0-0", idle_seconds=5)) == [Tick.GONE]
+    assert hub.tail_count() == 0

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from api.hub import Batch
-from api.sse import SocketPusher, frame, frames, sse_body
+from api.hub import Batch, Tick
+from api.sse import GONE_FRAME, PING_FRAME, SocketPusher, frame, frames, sse_body
 from shared.store import StoredEvent
 
 
@@ -118,9 +118,9 @@ def test_sse_body_sends_headers_first_then_what_the_pusher_kept_before_the_next_
     pusher = SocketPusher(server, chunked=False)
     closed: list[bool] = []
 
-    def chunks() -> Iterator[list[StoredEvent] | None]:
+    def chunks() -> Iterator[list[StoredEvent] | Tick]:
         pusher.pending = b"rest of a batch"
-        yield []
+        yield Tick.FLUSH
         yield [event(3)]
         pusher.ended = True
 
@@ -130,3 +130,19 @@ def test_sse_body_sends_headers_first_then_what_the_pusher_kept_before_the_next_
     assert client.recv(100) == b"rest of a batch"
     assert list(body) == []
     assert closed == [True]
+
+
+def test_sse_body_ends_with_an_unstored_not_found_error_when_the_message_is_gone():
+    """A GONE tick becomes an error event without an id (not_found_error), and the body ends."""
+    closed: list[bool] = []
+
+    def chunks() -> Iterator[list[StoredEvent] | Tick]:
+        yield [event(1)]
+        yield Tick.PING
+        yield Tick.GONE
+        yield [event(2)]  # never reached
+
+    body = b"".join(sse_body(chunks(), closed.append))
+    assert body == frame(event(1)) + PING_FRAME + GONE_FRAME
+    assert b"id:" not in GONE_FRAME and b'"not_found_error"' in GONE_FRAME
+    assert closed == [False]

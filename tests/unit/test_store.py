@@ -4,7 +4,17 @@ import pytest
 
 from shared import events as ev
 from shared.keys import message_keys
-from shared.store import CANCELLED, COMPLETED, PENDING, PROCESSING, InvalidCursor
+from shared.store import (
+    CANCELLED,
+    COMPLETED,
+    PENDING,
+    PROCESSING,
+    TOMBSTONE,
+    TOMBSTONE_TTL_MS,
+    InvalidCursor,
+    StreamCursor,
+    StreamGone,
+)
 
 
 def _create(store, message_id="m1"):
@@ -73,7 +83,18 @@ def test_read_events_after_a_cursor_is_exclusive(store):
     everything = store.read_events("m1", "0-0")
     assert len(everything) == 3
     assert store.read_events("m1", everything[0].id) == everything[1:]
-    assert store.check_cursor("m1", everything[1].id) == everything[1].id
+    assert store.check_cursor("m1", everything[1].id) == StreamCursor(everything[1].id, ended=False)
+
+
+def test_a_cursor_at_the_terminal_event_is_ended(store):
+    """Resuming after message_stop has nothing to wait for: the cursor says so."""
+    _create(store)
+    _claim(store, "m1", "w")
+    store.append("m1", [ev.message_start("m1", "d", 1)])
+    store.finish("m1", COMPLETED, [ev.message_delta("end_turn", None, 1), ev.message_stop()])
+    last = store.all_events("m1")[-1]
+    assert store.check_cursor("m1", last.id) == StreamCursor(last.id, ended=True)
+    assert store.check_cursor("m1", "0") == StreamCursor("0-0", ended=False)
 
 
 @pytest.mark.parametrize("cursor", ["abc", "1-", "-1", "1-2-3", ""])
@@ -97,7 +118,11 @@ def test_delete_removes_every_key(store):
     store.append("m1", [ev.message_start("m1", "d", 1)])
     assert store.delete("m1")
     assert store.get_status("m1") is None and store.get_request("m1") is None
-    assert store.read_events("m1", "0-0") == []
+    with pytest.raises(StreamGone):
+        store.read_events("m1", "0-0", epoch="")
+    # What is left is the tombstone that wakes the tails, for a few seconds.
+    assert [item.data for item in store.all_events("m1")] == [TOMBSTONE]
+    assert 0 < store.redis.pttl(message_keys("m1").events) <= TOMBSTONE_TTL_MS
     assert not store.delete("m1")
     assert store.append("m1", [ev.text_delta(0, "x")]) == -1
 
