@@ -58,9 +58,13 @@ def depth_exceeded(value: Any, limit: int) -> bool:
     return False
 
 
-def _too_deep(limit: int) -> InvalidRequest:
-    text = f"JSON body nests deeper than {limit} levels (SLUICE_MAX_JSON_DEPTH)."
-    return InvalidRequest(text, [{"loc": ["body"], "msg": text, "type": "value_error.nesting"}])
+class BodyTooDeep(InvalidRequest):
+    """400: the body nests deeper than the limit. A resource limit, like 413: ``/validate``
+    answers it as an error too, not as ``{valid: false}``."""
+
+    def __init__(self, limit: int) -> None:
+        text = f"JSON body nests deeper than {limit} levels (SLUICE_MAX_JSON_DEPTH)."
+        super().__init__(text, [{"loc": ["body"], "msg": text, "type": "value_error.nesting"}])
 
 
 def json_body(*, optional: bool = False) -> Any:
@@ -75,10 +79,10 @@ def json_body(*, optional: bool = False) -> Any:
     try:
         parsed = json.loads(raw)
     except RecursionError:  # deeper than the interpreter's own limit, far past ours
-        raise _too_deep(limit) from None
+        raise BodyTooDeep(limit) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"Malformed JSON body: {exc}") from None
     if depth_exceeded(parsed, limit):
-        raise _too_deep(limit)
+        raise BodyTooDeep(limit)
     g.sluice_body = parsed  # for the request log line, which must not parse the body again
     return parsed

@@ -122,7 +122,7 @@ ROUTES: tuple[Route, ...] = (
         "Dry-run validation of a body: {valid, errors}; nothing is stored",
         request=ChatBodySchema,
         response=r.ValidationResultSchema,
-        errors=(413,),
+        errors=(400, 413),
     ),
     Route(
         "/v1/models", ("GET",), models.list_models, "models", "The models served", response=r.ModelListSchema

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Response, jsonify
 
-from api.body import json_body
+from api.body import BodyTooDeep, json_body
 from api.errors import ApiError, InvalidRequest
 from api.services import services
 from shared.capabilities import capabilities_of, load_request
@@ -30,6 +30,8 @@ def validate_message() -> Response:
         load_request(json_body(), services().registry)
     except BodyInvalid as exc:
         return jsonify({"valid": False, "errors": exc.details})
+    except BodyTooDeep:
+        raise
     except InvalidRequest as exc:  # malformed JSON or a wrong content type
         return jsonify({"valid": False, "errors": exc.detail or [problem(("body",), exc.message)]})
     return jsonify({"valid": True, "errors": []})

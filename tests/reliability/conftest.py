@@ -25,6 +25,12 @@ provider = "scripted"
 [models.fast.options]
 text = "alpha beta gamma delta "
 
+[models.failing]
+provider = "scripted"
+[models.failing.options]
+text = "one two three four "
+fail_after = 3
+
 [models.wordy]
 provider = "scripted"
 [models.wordy.options]
