@@ -84,7 +84,9 @@ SSE_EVENTS: dict[str, dict[str, Any]] = {
 _SSE_DESCRIPTION = (
     "Server-Sent Events: `id: <position>`, `event: <type>`, `data: <json>`. Types: message_start, "
     "content_block_start, content_block_delta, content_block_stop, message_delta, message_stop, "
-    "ping (no id), error. Ends right after message_stop or error."
+    "ping (no id), error. Ends right after message_stop or error. A cursor (Last-Event-ID or "
+    "?after=) at the terminal event gets an empty body. If the message is deleted while observed, "
+    "an error event without an id (error.type not_found_error) ends the response."
 )
 
 
