@@ -20,6 +20,7 @@ _ERROR_TEXT = {
     400: "invalid_request_error: malformed JSON, schema violation (with detail[].loc), unknown model",
     404: "not_found_error",
     413: "request_too_large: body over SLUICE_MAX_BODY_BYTES",
+    429: "rate_limit_error: over the key's rate, concurrency, open-stream or storage limit (Retry-After)",
     500: "api_error",
     503: "not ready / queue unavailable",
     529: "overloaded_error: the queue is full (Retry-After)",

@@ -56,11 +56,22 @@ class Settings:
     max_resumes: int = 3
     api_keys: str | None = field(default=None, repr=False)
     api_keys_file: str | None = None
+    # Keys that may also use the priorities below ``priority_floor`` (the operators' band).
+    operator_api_keys: str | None = field(default=None, repr=False)
+    # The most urgent ``priority`` an ordinary key may ask for (-4: all but the most urgent band).
+    priority_floor: int = -4
     protect_ops_endpoints: bool = False
     rate_limit_per_minute: int = 0
     rate_limit_burst: int = 0
     max_concurrent_per_key: int = 0
     max_queue_depth: int = 0
+    # Per-key limits that protect the shared parts (README "Security model"); 0 = off.
+    # Request bytes a key's messages may keep stored until they expire (256 MiB).
+    max_stored_bytes_per_key: int = 268_435_456
+    # SSE streams one key may hold open at once, across every API process.
+    max_streams_per_key: int = 64
+    # Redis connections an API process may use for live tails; past that, streams share them.
+    api_tail_connections: int = 8
 
 
 def _parse_bool(raw: str) -> bool:
@@ -143,11 +154,16 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_resumes": _parse_non_negative_int,
     "api_keys": _parse_optional_str,
     "api_keys_file": _parse_optional_str,
+    "operator_api_keys": _parse_optional_str,
+    "priority_floor": int,
     "protect_ops_endpoints": _parse_bool,
     "rate_limit_per_minute": _parse_non_negative_int,
     "rate_limit_burst": _parse_non_negative_int,
     "max_concurrent_per_key": _parse_non_negative_int,
     "max_queue_depth": _parse_non_negative_int,
+    "max_stored_bytes_per_key": _parse_non_negative_int,
+    "max_streams_per_key": _parse_non_negative_int,
+    "api_tail_connections": _parse_positive_int,
 }
 
 ENV_PREFIX = "SLUICE_"

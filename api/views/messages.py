@@ -8,9 +8,11 @@ from typing import Any
 
 from flask import Response, g, jsonify, request
 
+from api.auth import current_tenant
 from api.body import json_body
 from api.errors import InvalidRequest, NotFound
 from api.hub import Tick
+from api.limits import holding
 from api.services import (
     Services,
     cancel,
@@ -73,6 +75,7 @@ def stream(message_id: str) -> Response:
     cursor = _cursor(svc, sid)
     if cursor.ended:  # resumed after the terminal event: nothing follows, nothing to wait for
         return Response(b"", mimetype="text/event-stream", headers=SSE_HEADERS)
+    slot = svc.streams.acquire(current_tenant())  # 429 when the key holds its maximum
     pusher = SocketPusher.for_environ(request.environ)
     chunks = svc.hub.follow_chunks(
         sid,
@@ -81,7 +84,9 @@ def stream(message_id: str) -> Response:
         pusher=pusher,
         epoch=epoch,
     )
-    return Response(sse_body(chunks, pusher=pusher), mimetype="text/event-stream", headers=SSE_HEADERS)
+    on_close = None if slot is None else (lambda _finished: slot.release())
+    body = sse_body(holding(slot, chunks), on_close, pusher=pusher)
+    return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
 def status(message_id: str) -> Response:

@@ -6,7 +6,7 @@ from flask import Response, jsonify
 
 from api.body import BodyTooDeep, json_body
 from api.errors import ApiError, InvalidRequest
-from api.services import services
+from api.services import services, spend_rate_token
 from shared.capabilities import capabilities_of, load_request
 from shared.schemas import BodyInvalid, problem
 from shared.tokenizer import TokenizerError, count_tokens
@@ -14,6 +14,7 @@ from shared.tokenizer import TokenizerError, count_tokens
 
 def count_message_tokens() -> Response:
     """``{input_tokens}`` for a ChatBody, with the model's real chat template and tokenizer."""
+    spend_rate_token(services())
     body, spec = load_request(json_body(), services().registry)
     if "count_tokens" not in capabilities_of(spec).honoured:
         message = f"Model {spec.id!r} cannot count tokens locally."
@@ -26,6 +27,7 @@ def count_message_tokens() -> Response:
 
 def validate_message() -> Response:
     """Dry run: ``{valid, errors}`` for a body; nothing is stored or queued."""
+    spend_rate_token(services())
     try:
         load_request(json_body(), services().registry)
     except BodyInvalid as exc:
