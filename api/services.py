@@ -77,6 +77,7 @@ def build_services(settings: Settings) -> Services:
         store,
         hub_client(settings.redis_url, "sluice-api-tail"),
         mailbox_events=settings.hub_mailbox_events,
+        max_readers=settings.api_tail_connections,
     )
     # A stream renews its slot at least every ping interval; the lease outlives a few of those.
     slots = StreamSlots(client, settings.max_streams_per_key, max(60.0, 4 * settings.ping_interval_seconds))

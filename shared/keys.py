@@ -36,6 +36,11 @@ PENDING = f"{PREFIX}:pending"
 RUNNING = f"{PREFIX}:running"
 
 
+def hub_wake(token: str) -> str:
+    """Stream an API process's tail reader also reads, so that a write to it wakes the reader."""
+    return f"{PREFIX}:hub:wake:{token}"
+
+
 def tenant_active(tenant: str) -> str:
     """Sorted set of a tenant's pending and processing message ids (its concurrency)."""
     return f"{PREFIX}:tenant:{{{tenant}}}:active"
