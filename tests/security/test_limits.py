@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.reliability.helpers import Watcher, chat, post, status_of, wait_until
+from tests.reliability.helpers import Watcher, chat, post, queued_tasks, status_of, wait_until
 from tests.security.conftest import KEY_A, KEY_B, OPERATOR, auth
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -142,3 +142,24 @@ def test_made_up_http_methods_add_no_metric_series(make_stack):
     assert not any("HACK" in line for line in after)
     assert any('method="other"' in line for line in after)
     assert len(after - before) <= 2  # the "other" series (total and created), once
+
+
+def test_redis_at_maxmemory_refuses_new_work_with_529_and_evicts_nothing(make_stack):
+    """With Redis full (maxmemory, noeviction) a submit is 529 overloaded_error, not a 500; every
+    message accepted before, and its queued task, is still there."""
+    stack = make_stack(SLUICE_REDIS_MAXMEMORY="4mb", SLUICE_MAX_STORED_BYTES_PER_KEY="0")
+    api = stack.start_api()
+    assert stack.redis.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+    big = chat(system="x" * 200_000)
+    accepted: list[str] = []
+    for _ in range(60):
+        answer = post(api, big, auth(KEY_A))
+        if answer.status_code != 200:
+            break
+        accepted.append(answer.json()["message_id"])
+    assert answer.status_code == 529, answer.text
+    assert answer.json()["error"]["type"] == "overloaded_error"
+    assert accepted
+    for message_id in accepted:
+        assert status_of(api, message_id, auth(KEY_A))["status"] == "pending"
+    assert queued_tasks(stack.redis) == len(accepted)
