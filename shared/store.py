@@ -84,9 +84,25 @@ end
 
 # "#!lua": a script with flags (none) is refused as a whole when Redis is over maxmemory, before
 # it runs; without them Redis lets it write past the limit (measured: 10 MB stored under a 4 MB cap).
+# A tenant's stored-bytes keys (sorted set by expiry, sizes hash) live as long as the message
+# that expires last.
+_EXPIRE_WITH_LAST = """
+local function expire_with_last(stored, sizes)
+  local last = redis.call('ZRANGE', stored, -1, -1, 'WITHSCORES')
+  if last[2] then
+    local at = math.ceil(tonumber(last[2])) + 1
+    redis.call('EXPIREAT', stored, at)
+    redis.call('EXPIREAT', sizes, at)
+  else
+    redis.call('DEL', stored, sizes)
+  end
+end
+"""
+
 _CREATE = (
     "#!lua\n"
     + _TAKE_TOKEN
+    + _EXPIRE_WITH_LAST
     + """
 local capacity = tonumber(ARGV[8])
 if capacity > 0 then
@@ -124,8 +140,7 @@ if quota > 0 then
   redis.call('ZADD', KEYS[9], tonumber(ARGV[6]) + tonumber(ARGV[2]), ARGV[7])
   redis.call('HSET', KEYS[10], ARGV[7], #ARGV[1])
   redis.call('HINCRBY', KEYS[10], '#total', #ARGV[1])
-  redis.call('EXPIRE', KEYS[9], ARGV[2] * 2)
-  redis.call('EXPIRE', KEYS[10], ARGV[2] * 2)
+  expire_with_last(KEYS[9], KEYS[10])
 end
 redis.call('DEL', KEYS[8])
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
@@ -199,7 +214,9 @@ return redis.call('EXISTS', KEYS[3])
 #       owner ('' = unchecked), message id, n_fields, field/value..., event JSON...
 # Returns the status the message has afterwards (nil when it does not exist). The tenant's
 # stored-bytes entry for the message now ends with its retention.
-_FINISH = """
+_FINISH = (
+    _EXPIRE_WITH_LAST
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 if status == 'completed' or status == 'cancelled' or status == 'error' then return status end
@@ -215,9 +232,13 @@ redis.call('HSET', KEYS[1], 'status', ARGV[3], 'updated_at', ARGV[5], 'completed
 redis.call('DEL', KEYS[4], KEYS[5])
 for i = 6, 8 do redis.call('ZREM', KEYS[i], ARGV[7]) end
 for _, i in ipairs({1, 2, 3, 9}) do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
-redis.call('ZADD', KEYS[10], 'XX', tonumber(redis.call('TIME')[1]) + tonumber(ARGV[1]), ARGV[7])
+local kept_until = tonumber(redis.call('TIME')[1]) + tonumber(ARGV[1])
+if redis.call('ZADD', KEYS[10], 'XX', 'CH', kept_until, ARGV[7]) == 1 then
+  expire_with_last(KEYS[10], KEYS[11])
+end
 return ARGV[3]
 """
+)
 
 # KEYS: status, cancel. ARGV: flag ttl. Sets the flag for a running message; returns its status.
 _FLAG_CANCEL = """
@@ -234,18 +255,22 @@ return status
 # tombstone that lives a few seconds: its XADD wakes every blocked tail of the stream, in
 # every API process, which then finds the status gone and ends its observers (the tombstone
 # itself is never sent: see ``StreamGone``).
-_DELETE = """
+_DELETE = (
+    _EXPIRE_WITH_LAST
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[9])
 for i = 6, 8 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 if redis.call('ZREM', KEYS[10], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[11], '#total', -(tonumber(redis.call('HGET', KEYS[11], ARGV[1])) or 0))
   redis.call('HDEL', KEYS[11], ARGV[1])
+  expire_with_last(KEYS[10], KEYS[11])
 end
 redis.call('XADD', KEYS[2], '*', 'd', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 """
+)
 
 #: The entry a deleted message's stream is replaced by (never sent to an observer).
 TOMBSTONE = '{"type":"sluice_deleted"}'
