@@ -1,0 +1,387 @@
+"""JSON Schema → GBNF for llama.cpp: a grammar whose every sentence is a JSON value of the schema.
+
+Written for Sluice (llama.cpp's converter shows the approach): the grammar may accept a
+subset of a schema's instances, never more. A keyword it cannot enforce is refused with its
+path. Its cost is bounded as it is built: counted repetitions get a rule of their own (the
+engine multiplies counts within one sequence and refuses products over 2000), optional
+properties cost linear space (a chain of tails, not all their orderings), and the size of
+the grammar with every repetition written out is kept under ``max_grammar_bytes``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from shared.grammar.errors import GrammarError, SchemaPath, SchemaTooCostly
+from shared.grammar.limits import ENGINE_MAX_REPEAT, SchemaLimits
+from shared.grammar.pattern import pattern_expression
+from shared.grammar.ranges import integer_range
+from shared.grammar.text import json_literal, literal
+
+#: Keywords a grammar cannot enforce: a schema using one is refused (never a constraint dropped).
+UNENFORCED = frozenset({
+    "multipleOf", "not", "if", "then", "else", "patternProperties", "propertyNames", "contains",
+    "minContains", "maxContains", "dependentRequired", "dependentSchemas", "unevaluatedProperties",
+    "unevaluatedItems", "minProperties", "maxProperties", "dependencies",
+})  # fmt: skip
+BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+#: Keywords that only annotate: they may sit beside ``$ref`` or ``anyOf`` without changing them.
+ANNOTATIONS = frozenset({
+    "title", "description", "default", "examples", "$comment", "$schema", "$id", "$anchor",
+    "readOnly", "writeOnly", "deprecated", "format", "contentEncoding", "contentMediaType",
+    "$defs", "definitions",
+})  # fmt: skip
+
+PRIMITIVES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "space": ('" "?', ()),
+    "char": (r'[^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})', ()),
+    "string": (r'"\"" char* "\""', ("char",)),
+    "integer": ('"-"? ([0] | [1-9] [0-9]{0,15})', ()),
+    "number": ('"-"? ([0] | [1-9] [0-9]{0,15}) ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?', ()),
+    "boolean": ('"true" | "false"', ()),
+    "null": ('"null"', ()),
+    "value": ("object | array | string | number | boolean | null", ("object", "array", "string", "number", "boolean", "null")),
+    "object": ('"{" space (string ":" space value ("," space string ":" space value)*)? "}"', ("space", "string", "value")),
+    "array": ('"[" space (value ("," space value)*)? "]"', ("space", "value")),
+    "date": ('([0-9]{4}) "-" ("0" [1-9] | "1" [0-2]) "-" ("0" [1-9] | [1-2] [0-9] | "3" [0-1])', ()),
+    "time": ('([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]{3})? ("Z" | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9])', ()),
+    "date-time": ('date "T" time', ("date", "time")),
+    "uuid": ('([0-9a-fA-F]{8}) "-" ([0-9a-fA-F]{4}) "-" ([0-9a-fA-F]{4}) "-" ([0-9a-fA-F]{4}) "-" ([0-9a-fA-F]{12})', ()),
+}  # fmt: skip
+FORMATS = ("date", "time", "date-time", "uuid")
+_NAME = re.compile(r"[^a-zA-Z0-9-]+")
+
+
+class GbnfBuilder:
+    """One schema's grammar under construction: its rules and its size with repetitions written out."""
+
+    def __init__(self, root: Any, limits: SchemaLimits) -> None:
+        self.root = root
+        self.limits = limits
+        self.rules: dict[str, str] = {}
+        self._by_body: dict[str, str] = {}
+        self._refs: dict[str, str] = {}
+        self.size = 0
+        self._depth = 0
+
+    def grammar(self) -> str:
+        """The whole grammar, ``root`` first."""
+        root = self.visit(self.root, ())
+        lines = [f"root ::= {root}"] + [f"{name} ::= {body}" for name, body in self.rules.items()]
+        return "\n".join(lines) + "\n"
+
+    def _grow(self, amount: int) -> None:
+        self.size += amount
+        if self.size > self.limits.max_grammar_bytes:
+            raise SchemaTooCostly(
+                f"The grammar for this schema is over {self.limits.max_grammar_bytes} bytes "
+                "(SLUICE_GRAMMAR_MAX_BYTES)."
+            )
+
+    def _name(self, hint: str) -> str:
+        base = _NAME.sub("-", hint).strip("-")[:40] or "r"
+        name, index = base, 1
+        while name in self.rules or name in PRIMITIVES or name == "root":
+            name, index = f"{base}-{index}", index + 1
+        return name
+
+    def add(self, hint: str, body: str) -> str:
+        """A rule for ``body`` (the same body shares one rule); its name."""
+        if body in self._by_body:
+            return self._by_body[body]
+        if body in self.rules:  # the body is a bare rule name
+            return body
+        name = self._name(hint)
+        self.rules[name] = body
+        self._by_body[body] = name
+        self._grow(len(name) + len(body) + 5)
+        return name
+
+    def primitive(self, name: str) -> str:
+        """A built-in rule (and the rules it uses)."""
+        if name not in self.rules:
+            body, deps = PRIMITIVES[name]
+            self.rules[name] = body
+            self._grow(len(name) + len(body) + 5)
+            for dep in deps:
+                self.primitive(dep)
+        return name
+
+    def repeat(self, expression: str, low: int, high: int | None, path: SchemaPath = ()) -> str:
+        """``expression`` repeated ``low..high`` times, in a rule of its own when counted."""
+        cap = min(self.limits.max_repeat, ENGINE_MAX_REPEAT)
+        if low > cap or (high is not None and high > cap):
+            raise SchemaTooCostly(f"A repetition over {cap} (SLUICE_SCHEMA_MAX_REPEAT).", path)
+        if high == 0:
+            return '""'
+        if (low, high) == (0, None):
+            return f"({expression})*"
+        if (low, high) == (1, None):
+            return f"({expression})+"
+        if (low, high) == (0, 1):
+            return f"({expression})?"
+        counts = f"{low}" if low == high else f"{low},{'' if high is None else high}"
+        self._grow(max(low, high or 0) * (len(expression) + 8))
+        return self.add("rep", f"({expression}){{{counts}}}")
+
+    def visit(self, schema: Any, path: SchemaPath, hint: str = "root") -> str:
+        """The rule (or short expression) for the JSON values of ``schema``."""
+        self._depth += 1
+        try:
+            if self._depth > self.limits.max_depth:
+                raise SchemaTooCostly(
+                    f"Schemas nest (through $ref) deeper than {self.limits.max_depth} (SLUICE_SCHEMA_MAX_DEPTH).",
+                    path,
+                )
+            return self._visit(schema, path, hint)
+        finally:
+            self._depth -= 1
+
+    def _visit(self, schema: Any, path: SchemaPath, hint: str) -> str:
+        if schema is True or schema == {}:
+            return self.primitive("value")
+        if not isinstance(schema, dict):
+            raise GrammarError("Nothing can match this schema.", path)
+        for key in sorted(UNENFORCED & set(schema)):
+            raise GrammarError(f"A grammar cannot enforce {key}.", (*path, key))
+        if schema.get("uniqueItems"):
+            raise GrammarError("A grammar cannot enforce uniqueItems.", (*path, "uniqueItems"))
+        if "$ref" in schema:
+            self._alone(schema, "$ref", path)
+            return self._ref(schema["$ref"], path)
+        if "allOf" in schema:
+            return self.visit(self._all_of(schema, path), path, hint)
+        for key in ("anyOf", "oneOf"):
+            if key in schema:
+                rest = {k: v for k, v in schema.items() if k != key}
+                alternatives = [
+                    self.visit(_merged(rest, alt, (*path, key, i)), (*path, key, i), f"{hint}-{i}")
+                    for i, alt in enumerate(schema[key])
+                ]
+                return self.add(hint, " | ".join(alternatives))
+        if "const" in schema or "enum" in schema:
+            return self._values(schema, path, hint)
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            if not kind:
+                raise GrammarError("An empty type list matches nothing.", (*path, "type"))
+            alternatives = [self.visit(_of_type(schema, t), path, f"{hint}-{t}") for t in kind]
+            return self.add(hint, " | ".join(alternatives))
+        for key in BOUNDS:
+            if key in schema and kind != "integer":
+                raise GrammarError(f"A grammar can enforce {key} only on integers.", (*path, key))
+        kind = kind or _implied_type(schema)
+        if kind == "object":
+            return self._object(schema, path, hint)
+        if kind == "array":
+            return self._array(schema, path, hint)
+        if kind == "string":
+            return self._string(schema, path, hint)
+        if kind == "integer" and any(key in schema for key in BOUNDS):
+            return self.add(hint, _integer_bounds(schema, path))
+        if kind in ("integer", "number", "boolean", "null"):
+            return self.primitive(kind)
+        return self.primitive("value")
+
+    def _alone(self, schema: dict[str, Any], key: str, path: SchemaPath) -> None:
+        for other in schema:
+            if other != key and other not in ANNOTATIONS:
+                raise GrammarError(f"{other} beside {key} is not supported.", (*path, other))
+
+    def _ref(self, ref: Any, path: SchemaPath) -> str:
+        if not isinstance(ref, str) or not ref.startswith("#"):
+            raise GrammarError("Only local references (#/...) are supported.", (*path, "$ref"))
+        if ref in self._refs:
+            return self._refs[ref]
+        target: Any = self.root
+        for part in filter(None, ref[1:].split("/")):
+            part = part.replace("~1", "/").replace("~0", "~")
+            if isinstance(target, dict) and part in target:
+                target = target[part]
+            elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
+                target = target[int(part)]
+            else:
+                raise GrammarError(f"Unresolvable reference {ref!r}.", (*path, "$ref"))
+        name = self._refs[ref] = self._name("ref-" + ref.rsplit("/", 1)[-1])
+        self.rules[name] = ""  # reserved: a recursive reference finds the name
+        body = self.visit(target, (*path, "$ref"), name)
+        self.rules[name] = body
+        self._grow(len(name) + len(body) + 5)
+        return name
+
+    def _resolve(self, schema: Any, path: SchemaPath) -> Any:
+        while isinstance(schema, dict) and "$ref" in schema:
+            self._alone(schema, "$ref", path)
+            ref = schema["$ref"]
+            self._ref(ref, path)
+            target: Any = self.root
+            for part in filter(None, ref[1:].split("/")):
+                target = target[int(part)] if isinstance(target, list) else target[part]
+            schema = target
+        return schema
+
+    def _all_of(self, schema: dict[str, Any], path: SchemaPath) -> dict[str, Any]:
+        merged = {k: v for k, v in schema.items() if k != "allOf"}
+        for i, part in enumerate(schema["allOf"]):
+            merged = _merged(merged, self._resolve(part, (*path, "allOf", i)), (*path, "allOf", i))
+        return merged
+
+    def _values(self, schema: dict[str, Any], path: SchemaPath, hint: str) -> str:
+        values = [schema["const"]] if "const" in schema else list(schema["enum"])
+        rest = {k: v for k, v in schema.items() if k not in ("const", "enum") and k not in ANNOTATIONS}
+        if rest:  # a value must satisfy the rest of the schema too
+            check = Draft202012Validator({**rest, "$defs": schema.get("$defs", {})})
+            values = [v for v in values if check.is_valid(v)]
+        if not values:
+            raise GrammarError("No value of enum/const satisfies this schema.", path)
+        return self.add(hint, " | ".join(json_literal(v) for v in values))
+
+    def _object(self, schema: dict[str, Any], path: SchemaPath, hint: str) -> str:
+        props = dict(schema.get("properties") or {})
+        required = list(schema.get("required") or [])
+        extra = schema.get("additionalProperties")
+        for name in required:
+            if name not in props:
+                if extra is False:
+                    raise GrammarError(f"{name!r} is required but not allowed.", (*path, "required"))
+                props[name] = extra if isinstance(extra, dict) else True
+        if not props and extra in (None, True):
+            return self.primitive("object")
+        space = self.primitive("space")
+        pairs = {
+            name: self.add(
+                f"{hint}-{name}-kv",
+                f'{json_literal(name)} ":" {space} {self.visit(sub, (*path, "properties", name), f"{hint}-{name}")}',
+            )
+            for name, sub in props.items()
+        }
+        required_pairs = [pairs[name] for name in props if name in required]
+        optional_pairs = [pairs[name] for name in props if name not in required]
+        if extra is True or isinstance(extra, dict):
+            value = self.visit(True if extra is True else extra, (*path, "additionalProperties"), f"{hint}-extra")
+            extra_pair = self.add(f"{hint}-extra-kv", f'{self.primitive("string")} ":" {space} {value}')
+        else:
+            extra_pair = None
+        # tails[i]: optional pairs i.. (each preceded by a comma), then any extra pairs.
+        tails: list[str] = [self.add(f"{hint}-extras", f'("," {space} {extra_pair})*') if extra_pair else '""']
+        for pair in reversed(optional_pairs):
+            tails.insert(0, self.add(f"{hint}-tail", f'("," {space} {pair})? {tails[0]}'))
+        if required_pairs:
+            inner = f' "," {space} '.join(required_pairs) + " " + tails[0]
+        else:
+            firsts = [f"{pair} {tails[i + 1]}" for i, pair in enumerate(optional_pairs)]
+            if extra_pair:
+                firsts.append(f"{extra_pair} {tails[-1]}")
+            inner = "(" + " | ".join(firsts) + ")?"
+        return self.add(hint, f'"{{" {space} {inner} "}}"')
+
+    def _array(self, schema: dict[str, Any], path: SchemaPath, hint: str) -> str:
+        space = self.primitive("space")
+        low, high = int(schema.get("minItems", 0)), schema.get("maxItems")
+        high = None if high is None else int(high)
+        if "prefixItems" in schema:
+            prefix = schema["prefixItems"]
+            if low > len(prefix) or (high is not None and high < len(prefix)):
+                raise GrammarError("minItems/maxItems beside prefixItems is not supported.", (*path, "prefixItems"))
+            items = [self.visit(s, (*path, "prefixItems", i), f"{hint}-{i}") for i, s in enumerate(prefix)]
+            return self.add(hint, f'"[" {space} ' + f' "," {space} '.join(items) + ' "]"')
+        if schema.get("items") is False or high == 0:
+            return self.add(hint, f'"[" {space} "]"')
+        item = self.visit(schema.get("items", True), (*path, "items"), f"{hint}-item")
+        more = self.repeat(f'"," {space} {item}', max(low - 1, 0), None if high is None else high - 1, path)
+        body = f"{item} {more}" if low else f"({item} {more})?"
+        return self.add(hint, f'"[" {space} {body} "]"')
+
+    def _string(self, schema: dict[str, Any], path: SchemaPath, hint: str) -> str:
+        low, high = schema.get("minLength"), schema.get("maxLength")
+        counted = low is not None or high is not None
+        if "pattern" in schema:
+            if counted:
+                key = "minLength" if low is not None else "maxLength"
+                raise GrammarError(f"{key} beside pattern is not supported.", (*path, key))
+            try:
+                inner = pattern_expression(schema["pattern"], lambda e, lo, hi: self.repeat(e, lo, hi))
+            except GrammarError as exc:
+                raise GrammarError(str(exc), (*path, "pattern")) from None
+            return self.add(hint, f'"\\"" {inner} "\\""')
+        if schema.get("format") in FORMATS and not counted:
+            return self.add(hint, f'"\\"" {self.primitive(schema["format"])} "\\""')
+        if not counted:
+            return self.primitive("string")
+        key = "maxLength" if high is not None else "minLength"
+        chars = self.repeat(self.primitive("char"), int(low or 0), None if high is None else int(high), (*path, key))
+        return self.add(hint, f'"\\"" {chars} "\\""')
+
+
+def _of_type(schema: dict[str, Any], kind: Any) -> dict[str, Any]:
+    """``schema`` for one of its types: numeric bounds only matter to numbers."""
+    numeric = kind in ("integer", "number")
+    return {k: v for k, v in schema.items() if numeric or k not in BOUNDS} | {"type": kind}
+
+
+def _implied_type(schema: dict[str, Any]) -> str | None:
+    if {"properties", "additionalProperties", "required"} & set(schema):
+        return "object"
+    if {"items", "prefixItems", "minItems", "maxItems"} & set(schema):
+        return "array"
+    if {"pattern", "minLength", "maxLength"} & set(schema) or schema.get("format") in FORMATS:
+        return "string"
+    return None
+
+
+def _merged(base: dict[str, Any], extra: Any, path: SchemaPath) -> Any:
+    """``base`` and ``extra`` as one schema; a keyword both set differently is refused."""
+    if extra is True:
+        return base
+    if not isinstance(extra, dict):
+        raise GrammarError("Nothing can match this schema.", path)
+    merged = dict(base)
+    for key, value in extra.items():
+        if key in merged and merged[key] != value and key not in ANNOTATIONS:
+            if key == "properties":
+                merged[key] = {**merged[key], **value}
+            elif key == "required":
+                merged[key] = [*merged[key], *[v for v in value if v not in merged[key]]]
+            else:
+                raise GrammarError(f"{key} set twice (in the schema and in a sub-schema).", (*path, key))
+        else:
+            merged[key] = value
+    return merged
+
+
+def _integer_bounds(schema: dict[str, Any], path: SchemaPath) -> str:
+    """The integers within the schema's bounds, exclusive ones included."""
+    low: int | None = None
+    high: int | None = None
+    for key in BOUNDS:
+        if key not in schema:
+            continue
+        value = schema[key]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise GrammarError(f"{key} must be a finite number.", (*path, key))
+        if key == "minimum":
+            bound, is_low = math.ceil(value), True
+        elif key == "exclusiveMinimum":
+            bound, is_low = math.floor(value) + 1, True
+        elif key == "maximum":
+            bound, is_low = math.floor(value), False
+        else:
+            bound, is_low = math.ceil(value) - 1, False
+        if is_low:
+            low = bound if low is None else max(low, bound)
+        else:
+            high = bound if high is None else min(high, bound)
+    try:
+        return integer_range(low, high)
+    except ValueError as exc:
+        key = next(k for k in BOUNDS if k in schema)
+        raise GrammarError(f"{exc}.", (*path, key)) from None
+
+
+def schema_grammar_text(schema: Any, limits: SchemaLimits | None = None) -> str:
+    """The GBNF grammar of ``schema``'s JSON values; ``GrammarError`` (with a path) when it cannot be."""
+    return GbnfBuilder(schema, limits or SchemaLimits()).grammar()
