@@ -59,6 +59,13 @@ class Settings:
     rate_limit_burst: int = 0
     max_concurrent_per_key: int = 0
     max_queue_depth: int = 0
+    # What a JSON Schema (output format, tool input_schema) may cost (README "Structured output").
+    schema_max_repeat: int = 1000
+    schema_max_properties: int = 256
+    schema_max_depth: int = 32
+    schema_max_nodes: int = 2000
+    grammar_max_bytes: int = 1_048_576
+    grammar_compile_seconds: float = 5.0
 
 
 def _parse_bool(raw: str) -> bool:
@@ -105,6 +112,13 @@ def _parse_non_negative_int(raw: str) -> int:
     return value
 
 
+def _parse_repeat(raw: str) -> int:
+    value = _parse_positive_int(raw)
+    if value > 2000:  # llama.cpp's grammar parser refuses counts above 2000
+        raise ValueError(f"must be <= 2000 (llama.cpp's own limit), got {value}")
+    return value
+
+
 def _parse_optional_str(raw: str) -> str | None:
     return raw or None
 
@@ -145,6 +159,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "rate_limit_burst": _parse_non_negative_int,
     "max_concurrent_per_key": _parse_non_negative_int,
     "max_queue_depth": _parse_non_negative_int,
+    "schema_max_repeat": _parse_repeat,
+    "schema_max_properties": _parse_positive_int,
+    "schema_max_depth": _parse_positive_int,
+    "schema_max_nodes": _parse_positive_int,
+    "grammar_max_bytes": _parse_positive_int,
+    "grammar_compile_seconds": _parse_positive_float,
 }
 
 ENV_PREFIX = "SLUICE_"

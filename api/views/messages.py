@@ -20,6 +20,8 @@ from api.services import (
 from api.sse import SSE_HEADERS, SocketPusher, client_gone, follow, follow_chunks, sse_body
 from shared.accumulator import Accumulator
 from shared.capabilities import load_request
+from shared.grammar import SchemaLimits
+from shared.models import ModelSpec
 from shared.schemas import check_message_id
 from shared.store import InvalidCursor, StoredEvent
 
@@ -42,8 +44,13 @@ def json_body(*, optional: bool = False) -> Any:
     return parsed
 
 
+def load_chat_request(svc: Services) -> tuple[dict[str, Any], ModelSpec]:
+    """The request's ChatBody, validated completely, with this deployment's schema caps."""
+    return load_request(json_body(), svc.registry, SchemaLimits.from_settings(svc.settings))
+
+
 def _chat_body(svc: Services) -> dict[str, Any]:
-    body, _ = load_request(json_body(), svc.registry)
+    body, _ = load_chat_request(svc)
     return body
 
 

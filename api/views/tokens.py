@@ -6,15 +6,15 @@ from flask import Response, jsonify
 
 from api.errors import ApiError, InvalidRequest
 from api.services import services
-from api.views.messages import json_body
-from shared.capabilities import capabilities_of, load_request
+from api.views.messages import load_chat_request
+from shared.capabilities import capabilities_of
 from shared.schemas import BodyInvalid, problem
 from shared.tokenizer import TokenizerError, count_tokens
 
 
 def count_message_tokens() -> Response:
     """``{input_tokens}`` for a ChatBody, with the model's real chat template and tokenizer."""
-    body, spec = load_request(json_body(), services().registry)
+    body, spec = load_chat_request(services())
     if "count_tokens" not in capabilities_of(spec).honoured:
         message = f"Model {spec.id!r} cannot count tokens locally."
         raise InvalidRequest(message, [problem(("model",), message, "unsupported")])
@@ -27,7 +27,7 @@ def count_message_tokens() -> Response:
 def validate_message() -> Response:
     """Dry run: ``{valid, errors}`` for a body; nothing is stored or queued."""
     try:
-        load_request(json_body(), services().registry)
+        load_chat_request(services())
     except BodyInvalid as exc:
         return jsonify({"valid": False, "errors": exc.details})
     except InvalidRequest as exc:  # malformed JSON or a wrong content type

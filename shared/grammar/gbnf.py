@@ -20,7 +20,7 @@ from shared.grammar.errors import GrammarError, SchemaPath, SchemaTooCostly
 from shared.grammar.limits import ENGINE_MAX_REPEAT, SchemaLimits
 from shared.grammar.pattern import pattern_expression
 from shared.grammar.ranges import integer_range
-from shared.grammar.text import json_literal, literal
+from shared.grammar.text import json_literal
 
 #: Keywords a grammar cannot enforce: a schema using one is refused (never a constraint dropped).
 UNENFORCED = frozenset({
@@ -36,6 +36,13 @@ ANNOTATIONS = frozenset({
     "$defs", "definitions",
 })  # fmt: skip
 
+_TIME = (
+    '([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]{3})? '
+    '("Z" | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9])'
+)
+_UUID = ' "-" '.join(f"([0-9a-fA-F]{{{n}}})" for n in (8, 4, 4, 4, 12))
+_JSON = ("object", "array", "string", "number", "boolean", "null")
+
 PRIMITIVES: dict[str, tuple[str, tuple[str, ...]]] = {
     "space": ('" "?', ()),
     "char": (r'[^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})', ()),
@@ -44,13 +51,16 @@ PRIMITIVES: dict[str, tuple[str, tuple[str, ...]]] = {
     "number": ('"-"? ([0] | [1-9] [0-9]{0,15}) ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?', ()),
     "boolean": ('"true" | "false"', ()),
     "null": ('"null"', ()),
-    "value": ("object | array | string | number | boolean | null", ("object", "array", "string", "number", "boolean", "null")),
-    "object": ('"{" space (string ":" space value ("," space string ":" space value)*)? "}"', ("space", "string", "value")),
+    "value": (" | ".join(_JSON), _JSON),
+    "object": (
+        '"{" space (string ":" space value ("," space string ":" space value)*)? "}"',
+        ("space", "string", "value"),
+    ),
     "array": ('"[" space (value ("," space value)*)? "]"', ("space", "value")),
     "date": ('([0-9]{4}) "-" ("0" [1-9] | "1" [0-2]) "-" ("0" [1-9] | [1-2] [0-9] | "3" [0-1])', ()),
-    "time": ('([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]{3})? ("Z" | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9])', ()),
+    "time": (_TIME, ()),
     "date-time": ('date "T" time', ("date", "time")),
-    "uuid": ('([0-9a-fA-F]{8}) "-" ([0-9a-fA-F]{4}) "-" ([0-9a-fA-F]{4}) "-" ([0-9a-fA-F]{4}) "-" ([0-9a-fA-F]{12})', ()),
+    "uuid": (_UUID, ()),
 }  # fmt: skip
 FORMATS = ("date", "time", "date-time", "uuid")
 _NAME = re.compile(r"[^a-zA-Z0-9-]+")
@@ -134,7 +144,8 @@ class GbnfBuilder:
         try:
             if self._depth > self.limits.max_depth:
                 raise SchemaTooCostly(
-                    f"Schemas nest (through $ref) deeper than {self.limits.max_depth} (SLUICE_SCHEMA_MAX_DEPTH).",
+                    f"Schemas nest (through $ref) deeper than {self.limits.max_depth} "
+                    "(SLUICE_SCHEMA_MAX_DEPTH).",
                     path,
                 )
             return self._visit(schema, path, hint)
@@ -252,22 +263,23 @@ class GbnfBuilder:
         if not props and extra in (None, True):
             return self.primitive("object")
         space = self.primitive("space")
-        pairs = {
-            name: self.add(
-                f"{hint}-{name}-kv",
-                f'{json_literal(name)} ":" {space} {self.visit(sub, (*path, "properties", name), f"{hint}-{name}")}',
-            )
-            for name, sub in props.items()
-        }
+        pairs = {}
+        for name, sub in props.items():
+            value = self.visit(sub, (*path, "properties", name), f"{hint}-{name}")
+            pairs[name] = self.add(f"{hint}-{name}-kv", f'{json_literal(name)} ":" {space} {value}')
         required_pairs = [pairs[name] for name in props if name in required]
         optional_pairs = [pairs[name] for name in props if name not in required]
         if extra is True or isinstance(extra, dict):
-            value = self.visit(True if extra is True else extra, (*path, "additionalProperties"), f"{hint}-extra")
+            value = self.visit(
+                True if extra is True else extra, (*path, "additionalProperties"), f"{hint}-extra"
+            )
             extra_pair = self.add(f"{hint}-extra-kv", f'{self.primitive("string")} ":" {space} {value}')
         else:
             extra_pair = None
         # tails[i]: optional pairs i.. (each preceded by a comma), then any extra pairs.
-        tails: list[str] = [self.add(f"{hint}-extras", f'("," {space} {extra_pair})*') if extra_pair else '""']
+        tails: list[str] = [
+            self.add(f"{hint}-extras", f'("," {space} {extra_pair})*') if extra_pair else '""'
+        ]
         for pair in reversed(optional_pairs):
             tails.insert(0, self.add(f"{hint}-tail", f'("," {space} {pair})? {tails[0]}'))
         if required_pairs:
@@ -286,7 +298,9 @@ class GbnfBuilder:
         if "prefixItems" in schema:
             prefix = schema["prefixItems"]
             if low > len(prefix) or (high is not None and high < len(prefix)):
-                raise GrammarError("minItems/maxItems beside prefixItems is not supported.", (*path, "prefixItems"))
+                raise GrammarError(
+                    "minItems/maxItems beside prefixItems is not supported.", (*path, "prefixItems")
+                )
             items = [self.visit(s, (*path, "prefixItems", i), f"{hint}-{i}") for i, s in enumerate(prefix)]
             return self.add(hint, f'"[" {space} ' + f' "," {space} '.join(items) + ' "]"')
         if schema.get("items") is False or high == 0:
@@ -313,7 +327,9 @@ class GbnfBuilder:
         if not counted:
             return self.primitive("string")
         key = "maxLength" if high is not None else "minLength"
-        chars = self.repeat(self.primitive("char"), int(low or 0), None if high is None else int(high), (*path, key))
+        chars = self.repeat(
+            self.primitive("char"), int(low or 0), None if high is None else int(high), (*path, key)
+        )
         return self.add(hint, f'"\\"" {chars} "\\""')
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.grammar.errors import SchemaPath
+from shared.settings import Settings
 
 #: llama.cpp's grammar parser refuses a repetition count above 2000 (``MAX_REPETITION_THRESHOLD``).
 ENGINE_MAX_REPEAT = 2000
@@ -44,6 +45,18 @@ class SchemaLimits:
     max_nodes: int = 2000
     max_grammar_bytes: int = 1_048_576
     compile_seconds: float = 5.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SchemaLimits:
+        """The limits ``settings`` configure."""
+        return cls(
+            max_repeat=settings.schema_max_repeat,
+            max_properties=settings.schema_max_properties,
+            max_depth=settings.schema_max_depth,
+            max_nodes=settings.schema_max_nodes,
+            max_grammar_bytes=settings.grammar_max_bytes,
+            compile_seconds=settings.grammar_compile_seconds,
+        )
 
 
 def subschemas(schema: dict[str, Any], path: SchemaPath) -> Iterator[tuple[Any, SchemaPath]]:
@@ -93,7 +106,9 @@ def structure_problems(schema: Any, limits: SchemaLimits) -> list[tuple[SchemaPa
             properties += len(props)
             if properties > limits.max_properties:
                 cap = limits.max_properties
-                found.append(((*path, "properties"), f"More than {cap} properties (SLUICE_SCHEMA_MAX_PROPERTIES)."))
+                found.append(
+                    ((*path, "properties"), f"More than {cap} properties (SLUICE_SCHEMA_MAX_PROPERTIES).")
+                )
                 break
     return found
 
@@ -115,7 +130,12 @@ def repetition_problems(schema: Any, limits: SchemaLimits) -> list[tuple[SchemaP
             for match in _COUNTED.finditer(pattern):
                 counts = [group for group in match.groups() if group]
                 if any(len(c) > 9 or int(c) > cap for c in counts):
-                    found.append(((*path, "pattern"), f"{match.group()} in pattern is over {cap} (SLUICE_SCHEMA_MAX_REPEAT)."))
+                    found.append(
+                        (
+                            (*path, "pattern"),
+                            f"{match.group()} in pattern is over {cap} (SLUICE_SCHEMA_MAX_REPEAT).",
+                        )
+                    )
                     break
         if len(found) >= MAX_PROBLEMS:
             break

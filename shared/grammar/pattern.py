@@ -24,7 +24,13 @@ _CLASS_ESCAPES = {
     "s": [(0x09, 0x0A), (0x0D, 0x0D), (0x20, 0x20)],
 }
 _CHAR_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v", "0": "\0"}
-_UNSUPPORTED = {"b": "word boundaries", "B": "word boundaries", "A": "anchors", "Z": "anchors", "z": "anchors"}
+_UNSUPPORTED = {
+    "b": "word boundaries",
+    "B": "word boundaries",
+    "A": "anchors",
+    "Z": "anchors",
+    "z": "anchors",
+}
 
 
 def _encoded(ch: str) -> str:
