@@ -16,10 +16,11 @@ from typing import Any
 
 from shared.grammar.errors import GrammarError, SchemaPath, SchemaTooCostly
 from shared.grammar.gbnf import schema_grammar_text
-from shared.grammar.limits import SchemaLimits, repetition_problems, structure_problems
+from shared.grammar.limits import SchemaBudget, SchemaLimits, repetition_problems, structure_problems
 
 __all__ = [
     "GrammarError",
+    "SchemaBudget",
     "SchemaLimits",
     "SchemaPath",
     "SchemaTooCostly",

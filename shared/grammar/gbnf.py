@@ -75,6 +75,7 @@ class GbnfBuilder:
         self.rules: dict[str, str] = {}
         self._by_body: dict[str, str] = {}
         self._refs: dict[str, str] = {}
+        self._suffixes: dict[str, int] = {}
         self.size = 0
         self._depth = 0
 
@@ -94,9 +95,10 @@ class GbnfBuilder:
 
     def _name(self, hint: str) -> str:
         base = _NAME.sub("-", hint).strip("-")[:40] or "r"
-        name, index = base, 1
+        name, index = base, self._suffixes.get(base, 1)
         while name in self.rules or name in PRIMITIVES or name == "root":
             name, index = f"{base}-{index}", index + 1
+        self._suffixes[base] = index
         return name
 
     def add(self, hint: str, body: str) -> str:
@@ -135,8 +137,10 @@ class GbnfBuilder:
         if (low, high) == (0, 1):
             return f"({expression})?"
         counts = f"{low}" if low == high else f"{low},{'' if high is None else high}"
-        self._grow(max(low, high or 0) * (len(expression) + 8))
-        return self.add("rep", f"({expression}){{{counts}}}")
+        body = f"({expression}){{{counts}}}"
+        if body not in self._by_body:  # llama.cpp writes each repetition out once per rule
+            self._grow(max(low, high or 0) * (len(expression) + 8))
+        return self.add("rep", body)
 
     def visit(self, schema: Any, path: SchemaPath, hint: str = "root") -> str:
         """The rule (or short expression) for the JSON values of ``schema``."""

@@ -42,7 +42,7 @@ class SchemaLimits:
     max_repeat: int = 1000
     max_properties: int = 256
     max_depth: int = 32
-    max_nodes: int = 2000
+    max_nodes: int = 1000
     max_grammar_bytes: int = 1_048_576
     compile_seconds: float = 5.0
 
@@ -57,6 +57,14 @@ class SchemaLimits:
             max_grammar_bytes=settings.grammar_max_bytes,
             compile_seconds=settings.grammar_compile_seconds,
         )
+
+
+@dataclass
+class SchemaBudget:
+    """What the schemas of one request have used so far: the node and property caps are per request."""
+
+    nodes: int = 0
+    properties: int = 0
 
 
 def subschemas(schema: dict[str, Any], path: SchemaPath) -> Iterator[tuple[Any, SchemaPath]]:
@@ -86,25 +94,31 @@ def _walk(schema: Any) -> Iterator[tuple[dict[str, Any], SchemaPath, int]]:
             stack.extend((sub, at, depth + 1) for sub, at in reversed(list(subschemas(node, path))))
 
 
-def structure_problems(schema: Any, limits: SchemaLimits) -> list[tuple[SchemaPath, str]]:
-    """Depth, sub-schema/enum-value count and property count over the caps, with their paths."""
+def structure_problems(
+    schema: Any, limits: SchemaLimits, budget: SchemaBudget | None = None
+) -> list[tuple[SchemaPath, str]]:
+    """Depth, sub-schema/enum-value count and property count over the caps, with their paths.
+
+    ``budget`` carries the counts of a request's earlier schemas (their sum is capped) and is
+    updated; without it ``schema`` is counted alone.
+    """
     found: list[tuple[SchemaPath, str]] = []
-    nodes = properties = 0
+    budget = budget or SchemaBudget()
     for node, path, depth in _walk(schema):
         if depth > limits.max_depth:
             found.append((path, f"Schemas nest deeper than {limits.max_depth} (SLUICE_SCHEMA_MAX_DEPTH)."))
             break
         enum = node.get("enum")
-        nodes += 1 + (len(enum) if isinstance(enum, list) else 0)
-        if nodes > limits.max_nodes:
+        budget.nodes += 1 + (len(enum) if isinstance(enum, list) else 0)
+        if budget.nodes > limits.max_nodes:
             found.append(
                 (path, f"More than {limits.max_nodes} sub-schemas and enum values (SLUICE_SCHEMA_MAX_NODES).")
             )
             break
         props = node.get("properties")
         if isinstance(props, dict):
-            properties += len(props)
-            if properties > limits.max_properties:
+            budget.properties += len(props)
+            if budget.properties > limits.max_properties:
                 cap = limits.max_properties
                 found.append(
                     ((*path, "properties"), f"More than {cap} properties (SLUICE_SCHEMA_MAX_PROPERTIES).")

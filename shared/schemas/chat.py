@@ -14,7 +14,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, post_load, pre_load, validate, validates_schema
 
-from shared.grammar import SchemaLimits
+from shared.grammar import SchemaBudget, SchemaLimits
 from shared.schemas.base import AnyJson, Bool, Int, Number, Str, StrictSchema, one_of
 from shared.schemas.blocks import ASSISTANT_ONLY, USER_ONLY, Blocks, CacheControlSchema, SystemField
 from shared.schemas.errors import BodyInvalid, Loc, error_details, problem
@@ -205,7 +205,7 @@ def load_chat_body(
 
     ``limits`` caps what each JSON Schema in it may cost (the defaults when None).
     """
-    token = SCHEMA_LIMITS.set(limits or SchemaLimits())
+    token = SCHEMA_LIMITS.set((limits or SchemaLimits(), SchemaBudget()))
     try:
         body: dict[str, Any] = _CHAT_BODY.load(payload)
     except ValidationError as exc:

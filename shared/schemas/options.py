@@ -6,20 +6,22 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from typing import Any
 
-from jsonschema import Draft202012Validator, SchemaError
+from jsonschema import SchemaError
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
-from shared.grammar import SchemaLimits, SchemaPath, structure_problems
+from shared.grammar import SchemaBudget, SchemaLimits, SchemaPath, structure_problems
 from shared.schemas.base import Bool, Int, Object, Str, StrictSchema, one_of
 from shared.schemas.blocks import cache_control
+from shared.schemas.metaschema import check_json_schema
 
 TOOL_NAME = validate.Regexp(
     r"^[a-zA-Z0-9_-]{1,128}$", error="Tool names are 1-128 characters of [a-zA-Z0-9_-]."
 )
 
 
-#: The schema caps of the body being loaded (``load_chat_body`` sets them from the settings).
-SCHEMA_LIMITS: ContextVar[SchemaLimits] = ContextVar("sluice_schema_limits")
+#: The schema caps of the body being loaded, and what its schemas used so far (``load_chat_body``
+#: sets both: the node and property caps hold for all of a request's schemas together).
+SCHEMA_LIMITS: ContextVar[tuple[SchemaLimits, SchemaBudget]] = ContextVar("sluice_schema_limits")
 DEFAULT_LIMITS = SchemaLimits()
 
 
@@ -45,11 +47,12 @@ class JsonSchemaField(Object):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         loaded = super()._deserialize(value, attr, data, **kwargs)
-        problems = structure_problems(loaded, SCHEMA_LIMITS.get(DEFAULT_LIMITS))
+        limits, budget = SCHEMA_LIMITS.get((DEFAULT_LIMITS, None))
+        problems = structure_problems(loaded, limits, budget)
         if problems:
             raise ValidationError(nested_errors(problems))
         try:
-            Draft202012Validator.check_schema(loaded)
+            check_json_schema(loaded)
         except SchemaError as exc:
             raise ValidationError(f"Not a valid JSON Schema: {exc.message}") from None
         return loaded

@@ -146,3 +146,40 @@ def test_grammar_compilation_has_a_time_budget(monkeypatch):
     finally:
         release.set()
     assert len(cache) == 0
+
+
+def test_node_cap_holds_for_all_schemas_of_a_request(client):
+    """Sub-schemas are counted over the whole request: two tools of 600 each pass alone, not together."""
+    schema = {"anyOf": [{"type": "null"}] * 599}
+    alone = client.post("/v1/messages/validate", json=b(tools=[{"name": "a", "input_schema": schema}]))
+    assert alone.json["valid"] is True, alone.json
+    both = [{"name": "a", "input_schema": schema}, {"name": "b", "input_schema": schema}]
+    response = client.post("/v1/messages/async", json=b(tools=both))
+    assert response.status_code == 400
+    detail = response.json["detail"]
+    assert [d["loc"][:3] for d in detail] == [["tools", 1, "input_schema"]], detail
+    assert "SLUICE_SCHEMA_MAX_NODES" in detail[0]["msg"]
+
+
+def test_meta_validation_matches_check_schema():
+    """The flat meta-schema refuses and accepts exactly what jsonschema's check_schema does."""
+    from jsonschema import Draft202012Validator, SchemaError
+
+    from shared.schemas.metaschema import check_json_schema
+
+    cases = [
+        {"type": 5}, {"properties": 5}, {"properties": {"a": {"type": "strin"}}}, {"pattern": "(("},
+        {"minLength": -1}, {"items": [{}]}, {"$defs": {"a": {"enum": 5}}}, {"required": [1]}, {"anyOf": []},
+        {"dependentRequired": {"a": [1]}}, {"unevaluatedProperties": 5}, {"contentSchema": 5}, {"$id": 5},
+        {"type": "object", "properties": {"a": {"type": "integer", "minimum": 1}}}, True, {"$ref": "#/x"},
+        {"prefixItems": [{"type": "string"}], "items": False}, {"if": {"const": 1}, "then": {"maxLength": 2}},
+    ]  # fmt: skip
+    for schema in cases:
+        outcomes = []
+        for check in (Draft202012Validator.check_schema, check_json_schema):
+            try:
+                check(schema)
+                outcomes.append(None)
+            except SchemaError as exc:
+                outcomes.append(exc.message)
+        assert outcomes[0] == outcomes[1], schema
