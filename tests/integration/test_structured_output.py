@@ -48,7 +48,9 @@ def output(message: dict[str, Any]) -> Any:
 def test_integer_bounds_hold_on_every_seed(live, seed):
     """{"age": integer 18..21} always yields an age from 18 to 21, whatever the seed."""
     fmt = {"format": {"type": "json_schema", "schema": AGE}}
-    payload = body("How old is Sam? Answer in JSON.", max_tokens=20, seed=seed, temperature=1, output_config=fmt)
+    payload = body(
+        "How old is Sam? Answer in JSON.", max_tokens=20, seed=seed, temperature=1, output_config=fmt
+    )
     value = output(chat(live.api, payload))
     assert 18 <= value["age"] <= 21, value
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +25,10 @@ HOSTILE: dict[str, tuple[dict[str, Any], list[Any]]] = {
     "huge maxLength": ({"type": "string", "maxLength": 50_000_000}, ["maxLength"]),
     "huge counted pattern": ({"type": "string", "pattern": "^(ab){90000000}$"}, ["pattern"]),
     "huge minItems": ({"type": "array", "items": {"type": "string"}, "minItems": 10**9}, ["minItems"]),
-    "many optional properties": ({"properties": {f"p{i}": {"type": "integer"} for i in range(5000)}}, ["properties"]),
+    "many optional properties": (
+        {"properties": {f"p{i}": {"type": "integer"} for i in range(5000)}},
+        ["properties"],
+    ),
     "deep nesting": (
         (lambda: [s := {"type": "null"}] and [s := {"items": s} for _ in range(200)] and s)(),
         None,
@@ -41,7 +43,11 @@ HOSTILE: dict[str, tuple[dict[str, Any], list[Any]]] = {
 def body(schema: dict[str, Any]) -> dict[str, Any]:
     """A ChatBody whose output must follow ``schema``."""
     fmt = {"type": "json_schema", "schema": schema}
-    return {"max_tokens": 16, "messages": [{"role": "user", "content": "hi"}], "output_config": {"format": fmt}}
+    return {
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hi"}],
+        "output_config": {"format": fmt},
+    }
 
 
 @pytest.fixture(scope="module")
