@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from referencing.exceptions import Unresolvable
 
 from shared.grammar.errors import GrammarError, SchemaPath, SchemaTooCostly
 from shared.grammar.limits import ENGINE_MAX_REPEAT, SchemaLimits
@@ -76,6 +77,8 @@ class GbnfBuilder:
         self._by_body: dict[str, str] = {}
         self._refs: dict[str, str] = {}
         self._suffixes: dict[str, int] = {}
+        #: References being visited with no JSON written since (a loop among them: left recursion).
+        self._unconsumed: set[str] = set()
         self.size = 0
         self._depth = 0
 
@@ -207,37 +210,60 @@ class GbnfBuilder:
             if other != key and other not in ANNOTATIONS:
                 raise GrammarError(f"{other} beside {key} is not supported.", (*path, other))
 
-    def _ref(self, ref: Any, path: SchemaPath) -> str:
+    def _target(self, ref: Any, path: SchemaPath) -> tuple[Any, SchemaPath]:
+        """The sub-schema a local ``$ref`` points at, and its own path in the root schema."""
         if not isinstance(ref, str) or not ref.startswith("#"):
             raise GrammarError("Only local references (#/...) are supported.", (*path, "$ref"))
-        if ref in self._refs:
-            return self._refs[ref]
+        if ref in self._unconsumed:  # the engine refuses left recursion; so does JSON Schema sense
+            raise GrammarError(f"{ref!r} refers back to itself before any JSON is written.", (*path, "$ref"))
         target: Any = self.root
+        at: SchemaPath = ()
         for part in filter(None, ref[1:].split("/")):
             part = part.replace("~1", "/").replace("~0", "~")
             if isinstance(target, dict) and part in target:
-                target = target[part]
+                target, at = target[part], (*at, part)
             elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
-                target = target[int(part)]
+                target, at = target[int(part)], (*at, int(part))
             else:
                 raise GrammarError(f"Unresolvable reference {ref!r}.", (*path, "$ref"))
+        return target, at
+
+    def _ref(self, ref: Any, path: SchemaPath) -> str:
+        target, at = self._target(ref, path)
+        if ref in self._refs:
+            return self._refs[ref]
         name = self._refs[ref] = self._name("ref-" + ref.rsplit("/", 1)[-1])
-        self.rules[name] = ""  # reserved: a recursive reference finds the name
-        body = self.visit(target, (*path, "$ref"), name)
+        self.rules[name] = ""  # reserved: a recursive reference (inside an object or array) finds it
+        self._unconsumed.add(ref)
+        try:
+            body = self.visit(target, at, name)  # a problem inside is reported where it is written
+        finally:
+            self._unconsumed.discard(ref)
         self.rules[name] = body
         self._grow(len(name) + len(body) + 5)
         return name
 
     def _resolve(self, schema: Any, path: SchemaPath) -> Any:
+        """``schema`` with its ``$ref`` chain followed (for ``allOf``, which merges what it finds)."""
+        seen: set[str] = set()
         while isinstance(schema, dict) and "$ref" in schema:
             self._alone(schema, "$ref", path)
             ref = schema["$ref"]
-            self._ref(ref, path)
-            target: Any = self.root
-            for part in filter(None, ref[1:].split("/")):
-                target = target[int(part)] if isinstance(target, list) else target[part]
-            schema = target
+            if ref in seen:
+                raise GrammarError(
+                    f"{ref!r} refers back to itself before any JSON is written.", (*path, "$ref")
+                )
+            seen.add(ref)
+            schema, path = self._target(ref, path)
         return schema
+
+    def _nested(self, schema: Any, path: SchemaPath, hint: str) -> str:
+        """A sub-schema inside an object or array: JSON has been written, so recursion is fine."""
+        outer, self._unconsumed = self._unconsumed, set()
+        try:
+            return self.visit(schema, path, hint)
+        finally:
+            self._unconsumed = outer
 
     def _all_of(self, schema: dict[str, Any], path: SchemaPath) -> dict[str, Any]:
         merged = {k: v for k, v in schema.items() if k != "allOf"}
@@ -249,8 +275,16 @@ class GbnfBuilder:
         values = [schema["const"]] if "const" in schema else list(schema["enum"])
         rest = {k: v for k, v in schema.items() if k not in ("const", "enum") and k not in ANNOTATIONS}
         if rest:  # a value must satisfy the rest of the schema too
-            check = Draft202012Validator({**rest, "$defs": schema.get("$defs", {})})
-            values = [v for v in values if check.is_valid(v)]
+            defs = {
+                k: self.root[k]
+                for k in ("$defs", "definitions")
+                if isinstance(self.root, dict) and k in self.root
+            }
+            check = Draft202012Validator({**rest, **defs})
+            try:
+                values = [v for v in values if check.is_valid(v)]
+            except Unresolvable:
+                raise GrammarError("enum/const beside a $ref outside $defs is not supported.", path) from None
         if not values:
             raise GrammarError("No value of enum/const satisfies this schema.", path)
         return self.add(hint, " | ".join(json_literal(v) for v in values))
@@ -260,23 +294,22 @@ class GbnfBuilder:
         required = list(schema.get("required") or [])
         extra = schema.get("additionalProperties")
         for name in required:
+            if props.get(name, extra if name not in props else None) is False:
+                raise GrammarError(f"{name!r} is required but not allowed.", (*path, "required"))
             if name not in props:
-                if extra is False:
-                    raise GrammarError(f"{name!r} is required but not allowed.", (*path, "required"))
                 props[name] = extra if isinstance(extra, dict) else True
+        props = {name: sub for name, sub in props.items() if sub is not False}
         if not props and extra in (None, True):
             return self.primitive("object")
         space = self.primitive("space")
         pairs = {}
         for name, sub in props.items():
-            value = self.visit(sub, (*path, "properties", name), f"{hint}-{name}")
+            value = self._nested(sub, (*path, "properties", name), f"{hint}-{name}")
             pairs[name] = self.add(f"{hint}-{name}-kv", f'{json_literal(name)} ":" {space} {value}')
         required_pairs = [pairs[name] for name in props if name in required]
         optional_pairs = [pairs[name] for name in props if name not in required]
         if extra is True or isinstance(extra, dict):
-            value = self.visit(
-                True if extra is True else extra, (*path, "additionalProperties"), f"{hint}-extra"
-            )
+            value = self._nested(extra, (*path, "additionalProperties"), f"{hint}-extra")
             extra_pair = self.add(f"{hint}-extra-kv", f'{self.primitive("string")} ":" {space} {value}')
         else:
             extra_pair = None
@@ -292,7 +325,7 @@ class GbnfBuilder:
             firsts = [f"{pair} {tails[i + 1]}" for i, pair in enumerate(optional_pairs)]
             if extra_pair:
                 firsts.append(f"{extra_pair} {tails[-1]}")
-            inner = "(" + " | ".join(firsts) + ")?"
+            inner = "(" + " | ".join(firsts) + ")?" if firsts else ""
         return self.add(hint, f'"{{" {space} {inner} "}}"')
 
     def _array(self, schema: dict[str, Any], path: SchemaPath, hint: str) -> str:
@@ -305,11 +338,11 @@ class GbnfBuilder:
                 raise GrammarError(
                     "minItems/maxItems beside prefixItems is not supported.", (*path, "prefixItems")
                 )
-            items = [self.visit(s, (*path, "prefixItems", i), f"{hint}-{i}") for i, s in enumerate(prefix)]
+            items = [self._nested(s, (*path, "prefixItems", i), f"{hint}-{i}") for i, s in enumerate(prefix)]
             return self.add(hint, f'"[" {space} ' + f' "," {space} '.join(items) + ' "]"')
         if schema.get("items") is False or high == 0:
             return self.add(hint, f'"[" {space} "]"')
-        item = self.visit(schema.get("items", True), (*path, "items"), f"{hint}-item")
+        item = self._nested(schema.get("items", True), (*path, "items"), f"{hint}-item")
         more = self.repeat(f'"," {space} {item}', max(low - 1, 0), None if high is None else high - 1, path)
         body = f"{item} {more}" if low else f"({item} {more})?"
         return self.add(hint, f'"[" {space} {body} "]"')

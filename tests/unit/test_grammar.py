@@ -216,3 +216,65 @@ def test_recursive_schema_and_formats_load_in_llama_cpp(engine):
 def test_schema_hash_ignores_key_order():
     """The cache key is the same for the same schema written in another key order."""
     assert schema_hash(json.loads('{"a": 1, "b": [2]}')) == schema_hash({"b": [2], "a": 1})
+
+
+EDGES = [
+    {"type": "object", "properties": {}, "additionalProperties": False},
+    {"type": "object", "properties": {"a": False}},
+    {"type": "object", "properties": {"a": True}, "required": ["a"]},
+    {"type": "object", "additionalProperties": {"type": "integer"}},
+    {
+        "properties": {"a b/c~": {"type": "null"}, "": {"type": "null"}, "é": {"type": "null"}},
+        "required": ["", "é"],
+    },
+    {"type": "string", "pattern": ""},
+    {"type": "string", "pattern": "a|"},
+    {"type": "string", "pattern": "(|a)"},
+    {"type": "string", "pattern": "[\\]\\-^]"},
+    {"type": "string", "pattern": "[^\\d]"},
+    {"type": "string", "pattern": "\\u00e9{2}x{0}a{2,}{"},
+    {"type": "string", "minLength": 0, "maxLength": 0},
+    {"type": "array", "maxItems": 0},
+    {"type": "array", "prefixItems": []},
+    {"enum": ['a"b', "c\\d", "\n", 1.5, {"x": [1]}, None]},
+    {"type": ["string", "integer"], "minimum": 3, "maxLength": 2},
+    {"type": "integer", "minimum": -(10**16) + 1},
+    {"type": "string", "format": "uuid"},
+    {"allOf": [{"type": "string"}, {"maxLength": 3}]},
+    {
+        "oneOf": [
+            {"type": "object", "properties": {"k": {"const": "a"}}},
+            {"type": "array", "items": {"$ref": "#"}},
+        ]
+    },
+    {"$defs": {"n": {"type": "object", "properties": {"next": {"$ref": "#/$defs/n"}}}}, "$ref": "#/$defs/n"},
+    True,
+    {},
+]
+
+
+@pytest.mark.parametrize("schema", EDGES, ids=[json.dumps(s)[:40] for s in EDGES])
+def test_edge_schemas_give_grammars_llama_cpp_loads(engine, schema):
+    """Edge cases (empty objects, escapes, empty branches, recursion...) convert to loadable grammars."""
+    assert engine.loads(schema_to_gbnf(schema))
+
+
+@pytest.mark.parametrize(
+    ("schema", "path"),
+    [
+        ({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}, ("$defs", "a", "$ref")),
+        ({"anyOf": [{"$ref": "#"}, {"type": "null"}]}, ("anyOf", 0, "$ref")),
+        ({"$defs": {"a": {"$ref": "#/$defs/a"}}, "allOf": [{"$ref": "#/$defs/a"}]}, ("$defs", "a", "$ref")),
+        (
+            {"$defs": {"a": {"type": "number", "minimum": 1}}, "items": {"$ref": "#/$defs/a"}},
+            ("$defs", "a", "minimum"),
+        ),
+        ({"allOf": [{"type": "string"}, {"type": "integer"}]}, ("allOf", 1, "type")),
+        (False, ()),
+    ],
+)
+def test_degenerate_schemas_are_refused_where_written(schema, path):
+    """Left recursion, contradictions and problems inside $defs are refused where they are written."""
+    with pytest.raises(GrammarError) as caught:
+        schema_to_gbnf(schema)
+    assert caught.value.path == path, caught.value
