@@ -61,7 +61,7 @@ class Settings:
     max_queue_depth: int = 0
     # What a JSON Schema (output format, tool input_schema) may cost (README "Structured output").
     schema_max_repeat: int = 1000
-    schema_max_properties: int = 256
+    schema_max_properties: int = 128
     schema_max_depth: int = 32
     schema_max_nodes: int = 1000
     grammar_max_bytes: int = 1_048_576

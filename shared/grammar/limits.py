@@ -40,7 +40,7 @@ class SchemaLimits:
     """The caps of the pre-pass and of the grammar (``SLUICE_SCHEMA_*``, ``SLUICE_GRAMMAR_*``)."""
 
     max_repeat: int = 1000
-    max_properties: int = 256
+    max_properties: int = 128
     max_depth: int = 32
     max_nodes: int = 1000
     max_grammar_bytes: int = 1_048_576
