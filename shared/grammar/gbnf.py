@@ -287,7 +287,10 @@ class GbnfBuilder:
                 raise GrammarError("enum/const beside a $ref outside $defs is not supported.", path) from None
         if not values:
             raise GrammarError("No value of enum/const satisfies this schema.", path)
-        return self.add(hint, " | ".join(json_literal(v) for v in values))
+        try:
+            return self.add(hint, " | ".join(json_literal(v) for v in values))
+        except ValueError:  # NaN or Infinity: Python's JSON reader lets them in, JSON has no such values
+            raise GrammarError("enum/const values must be JSON (no NaN or Infinity).", path) from None
 
     def _object(self, schema: dict[str, Any], path: SchemaPath, hint: str) -> str:
         props = dict(schema.get("properties") or {})

@@ -31,7 +31,7 @@ def literal(text: str) -> str:
 
 def json_literal(value: object) -> str:
     """The compact JSON text of ``value`` as a GBNF literal."""
-    return literal(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    return literal(json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
 
 
 def char_class(ranges: list[tuple[int, int]], negated: bool = False) -> str:
