@@ -3,7 +3,8 @@ what the worker could not constrain, or not cheaply, before anything is stored.
 
 - ``limits``: ``SchemaLimits`` and the cheap pre-pass (structure for every schema, repetitions
   for grammar-constrained ones), each problem with the keyword's path.
-- ``gbnf``: the converter (integer ranges from ``ranges``, patterns from ``pattern``).
+- ``gbnf``: the converter (keyword sets and schema rewrites in ``vocabulary``, integer ranges
+  from ``ranges``, patterns from ``pattern``, GBNF spelling in ``text``).
 - ``errors``: ``GrammarError`` ⊃ ``SchemaTooCostly``, carrying the path inside the schema.
 """
 

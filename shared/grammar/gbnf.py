@@ -10,7 +10,6 @@ the grammar with every repetition written out is kept under ``max_grammar_bytes`
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -20,50 +19,19 @@ from referencing.exceptions import Unresolvable
 from shared.grammar.errors import GrammarError, SchemaPath, SchemaTooCostly
 from shared.grammar.limits import ENGINE_MAX_REPEAT, SchemaLimits
 from shared.grammar.pattern import pattern_expression
-from shared.grammar.ranges import integer_range
 from shared.grammar.text import json_literal
-
-#: Keywords a grammar cannot enforce: a schema using one is refused (never a constraint dropped).
-UNENFORCED = frozenset({
-    "multipleOf", "not", "if", "then", "else", "patternProperties", "propertyNames", "contains",
-    "minContains", "maxContains", "dependentRequired", "dependentSchemas", "unevaluatedProperties",
-    "unevaluatedItems", "minProperties", "maxProperties", "dependencies",
-})  # fmt: skip
-BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
-#: Keywords that only annotate: they may sit beside ``$ref`` or ``anyOf`` without changing them.
-ANNOTATIONS = frozenset({
-    "title", "description", "default", "examples", "$comment", "$schema", "$id", "$anchor",
-    "readOnly", "writeOnly", "deprecated", "format", "contentEncoding", "contentMediaType",
-    "$defs", "definitions",
-})  # fmt: skip
-
-_TIME = (
-    '([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]{3})? '
-    '("Z" | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9])'
+from shared.grammar.vocabulary import (
+    ANNOTATIONS,
+    BOUNDS,
+    FORMATS,
+    PRIMITIVES,
+    UNENFORCED,
+    implied_type,
+    integer_bounds,
+    merged,
+    of_type,
 )
-_UUID = ' "-" '.join(f"([0-9a-fA-F]{{{n}}})" for n in (8, 4, 4, 4, 12))
-_JSON = ("object", "array", "string", "number", "boolean", "null")
 
-PRIMITIVES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "space": ('" "?', ()),
-    "char": (r'[^"\\\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})', ()),
-    "string": (r'"\"" char* "\""', ("char",)),
-    "integer": ('"-"? ([0] | [1-9] [0-9]{0,15})', ()),
-    "number": ('"-"? ([0] | [1-9] [0-9]{0,15}) ("." [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})?', ()),
-    "boolean": ('"true" | "false"', ()),
-    "null": ('"null"', ()),
-    "value": (" | ".join(_JSON), _JSON),
-    "object": (
-        '"{" space (string ":" space value ("," space string ":" space value)*)? "}"',
-        ("space", "string", "value"),
-    ),
-    "array": ('"[" space (value ("," space value)*)? "]"', ("space", "value")),
-    "date": ('([0-9]{4}) "-" ("0" [1-9] | "1" [0-2]) "-" ("0" [1-9] | [1-2] [0-9] | "3" [0-1])', ()),
-    "time": (_TIME, ()),
-    "date-time": ('date "T" time', ("date", "time")),
-    "uuid": (_UUID, ()),
-}  # fmt: skip
-FORMATS = ("date", "time", "date-time", "uuid")
 _NAME = re.compile(r"[^a-zA-Z0-9-]+")
 
 
@@ -177,7 +145,7 @@ class GbnfBuilder:
             if key in schema:
                 rest = {k: v for k, v in schema.items() if k != key}
                 alternatives = [
-                    self.visit(_merged(rest, alt, (*path, key, i)), (*path, key, i), f"{hint}-{i}")
+                    self.visit(merged(rest, alt, (*path, key, i)), (*path, key, i), f"{hint}-{i}")
                     for i, alt in enumerate(schema[key])
                 ]
                 return self.add(hint, " | ".join(alternatives))
@@ -187,12 +155,12 @@ class GbnfBuilder:
         if isinstance(kind, list):
             if not kind:
                 raise GrammarError("An empty type list matches nothing.", (*path, "type"))
-            alternatives = [self.visit(_of_type(schema, t), path, f"{hint}-{t}") for t in kind]
+            alternatives = [self.visit(of_type(schema, t), path, f"{hint}-{t}") for t in kind]
             return self.add(hint, " | ".join(alternatives))
         for key in BOUNDS:
             if key in schema and kind != "integer":
                 raise GrammarError(f"A grammar can enforce {key} only on integers.", (*path, key))
-        kind = kind or _implied_type(schema)
+        kind = kind or implied_type(schema)
         if kind == "object":
             return self._object(schema, path, hint)
         if kind == "array":
@@ -200,7 +168,7 @@ class GbnfBuilder:
         if kind == "string":
             return self._string(schema, path, hint)
         if kind == "integer" and any(key in schema for key in BOUNDS):
-            return self.add(hint, _integer_bounds(schema, path))
+            return self.add(hint, integer_bounds(schema, path))
         if kind in ("integer", "number", "boolean", "null"):
             return self.primitive(kind)
         return self.primitive("value")
@@ -266,10 +234,10 @@ class GbnfBuilder:
             self._unconsumed = outer
 
     def _all_of(self, schema: dict[str, Any], path: SchemaPath) -> dict[str, Any]:
-        merged = {k: v for k, v in schema.items() if k != "allOf"}
+        combined = {k: v for k, v in schema.items() if k != "allOf"}
         for i, part in enumerate(schema["allOf"]):
-            merged = _merged(merged, self._resolve(part, (*path, "allOf", i)), (*path, "allOf", i))
-        return merged
+            combined = merged(combined, self._resolve(part, (*path, "allOf", i)), (*path, "allOf", i))
+        return combined
 
     def _values(self, schema: dict[str, Any], path: SchemaPath, hint: str) -> str:
         values = [schema["const"]] if "const" in schema else list(schema["enum"])
@@ -371,71 +339,6 @@ class GbnfBuilder:
             self.primitive("char"), int(low or 0), None if high is None else int(high), (*path, key)
         )
         return self.add(hint, f'"\\"" {chars} "\\""')
-
-
-def _of_type(schema: dict[str, Any], kind: Any) -> dict[str, Any]:
-    """``schema`` for one of its types: numeric bounds only matter to numbers."""
-    numeric = kind in ("integer", "number")
-    return {k: v for k, v in schema.items() if numeric or k not in BOUNDS} | {"type": kind}
-
-
-def _implied_type(schema: dict[str, Any]) -> str | None:
-    if {"properties", "additionalProperties", "required"} & set(schema):
-        return "object"
-    if {"items", "prefixItems", "minItems", "maxItems"} & set(schema):
-        return "array"
-    if {"pattern", "minLength", "maxLength"} & set(schema) or schema.get("format") in FORMATS:
-        return "string"
-    return None
-
-
-def _merged(base: dict[str, Any], extra: Any, path: SchemaPath) -> Any:
-    """``base`` and ``extra`` as one schema; a keyword both set differently is refused."""
-    if extra is True:
-        return base
-    if not isinstance(extra, dict):
-        raise GrammarError("Nothing can match this schema.", path)
-    merged = dict(base)
-    for key, value in extra.items():
-        if key in merged and merged[key] != value and key not in ANNOTATIONS:
-            if key == "properties":
-                merged[key] = {**merged[key], **value}
-            elif key == "required":
-                merged[key] = [*merged[key], *[v for v in value if v not in merged[key]]]
-            else:
-                raise GrammarError(f"{key} set twice (in the schema and in a sub-schema).", (*path, key))
-        else:
-            merged[key] = value
-    return merged
-
-
-def _integer_bounds(schema: dict[str, Any], path: SchemaPath) -> str:
-    """The integers within the schema's bounds, exclusive ones included."""
-    low: int | None = None
-    high: int | None = None
-    for key in BOUNDS:
-        if key not in schema:
-            continue
-        value = schema[key]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise GrammarError(f"{key} must be a finite number.", (*path, key))
-        if key == "minimum":
-            bound, is_low = math.ceil(value), True
-        elif key == "exclusiveMinimum":
-            bound, is_low = math.floor(value) + 1, True
-        elif key == "maximum":
-            bound, is_low = math.floor(value), False
-        else:
-            bound, is_low = math.ceil(value) - 1, False
-        if is_low:
-            low = bound if low is None else max(low, bound)
-        else:
-            high = bound if high is None else min(high, bound)
-    try:
-        return integer_range(low, high)
-    except ValueError as exc:
-        key = next(k for k in BOUNDS if k in schema)
-        raise GrammarError(f"{exc}.", (*path, key)) from None
 
 
 def schema_grammar_text(schema: Any, limits: SchemaLimits | None = None) -> str:
