@@ -116,7 +116,7 @@ def _blocks_property(self: Any, field: fields.Field, **kwargs: Any) -> dict[str,
         return {}
     if isinstance(field, ResponseJsonSchemaField):
         schema_itself = {"type": "object", "description": "the JSON Schema itself (PrivateGPT's shape)"}
-        return {"oneOf": [ref(ResponseJsonSchema), schema_itself]}
+        return {"anyOf": [ref(ResponseJsonSchema), schema_itself]}  # a wrapper is an object too
     return {}
 
 
