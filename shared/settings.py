@@ -64,7 +64,7 @@ class Settings:
     schema_max_properties: int = 128
     schema_max_depth: int = 32
     schema_max_nodes: int = 1000
-    grammar_max_bytes: int = 1_048_576
+    grammar_max_bytes: int = 262_144
     grammar_compile_seconds: float = 5.0
 
 

@@ -9,6 +9,7 @@ Each problem names the keyword's path inside the schema, so the 400 points at it
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ REPEAT_KEYWORDS = (
     "minContains", "maxContains",
 )  # fmt: skip
 _COUNTED = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+#: A pattern's character becomes about this many bytes of grammar (a quoted literal and a space).
+PATTERN_WEIGHT = 4
 #: At most this many problems are reported for one schema: enough to fix it, cheap to build.
 MAX_PROBLEMS = 10
 
@@ -43,7 +46,7 @@ class SchemaLimits:
     max_properties: int = 128
     max_depth: int = 32
     max_nodes: int = 1000
-    max_grammar_bytes: int = 1_048_576
+    max_grammar_bytes: int = 262_144
     compile_seconds: float = 5.0
 
     @classmethod
@@ -65,6 +68,8 @@ class SchemaBudget:
 
     nodes: int = 0
     properties: int = 0
+    #: Bytes of patterns and enum/const values: the least text a grammar (or a regex engine) handles.
+    text: int = 0
 
 
 def subschemas(schema: dict[str, Any], path: SchemaPath) -> Iterator[tuple[Any, SchemaPath]]:
@@ -115,6 +120,22 @@ def structure_problems(
                 (path, f"More than {limits.max_nodes} sub-schemas and enum values (SLUICE_SCHEMA_MAX_NODES).")
             )
             break
+        for keyword in ("pattern", "enum", "const"):
+            if keyword in node:
+                value = node[keyword]
+                if keyword == "pattern" and isinstance(value, str):
+                    budget.text += PATTERN_WEIGHT * len(value)
+                else:
+                    budget.text += len(json.dumps(value, default=str))
+                if budget.text > limits.max_grammar_bytes:
+                    cap = limits.max_grammar_bytes
+                    found.append(
+                        (
+                            (*path, keyword),
+                            f"Patterns and enum/const values over {cap} bytes (SLUICE_GRAMMAR_MAX_BYTES).",
+                        )
+                    )
+                    return found
         props = node.get("properties")
         if isinstance(props, dict):
             budget.properties += len(props)

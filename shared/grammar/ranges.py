@@ -37,7 +37,7 @@ def _same_length(low: str, high: str) -> list[str]:
     if len(low) == 1:
         return [_seq(prefix, _digits(int(low), int(high)))]
     rest = len(low) - 1
-    any_rest = " ".join(["[0-9]"] * rest)
+    any_rest = "[0-9]" if rest == 1 else f"[0-9]{{{rest}}}"  # one counted repetition per sequence
     first_low, first_high = int(low[0]), int(high[0])
     alternatives = []
     full_from, full_to = first_low, first_high
