@@ -13,6 +13,7 @@ from api.responses import ErrorSchema
 from api.routes import ROUTES, Route
 from shared.schemas.base import AnyJson, Tagged
 from shared.schemas.blocks import BLOCK_SCHEMAS, Blocks, SystemField, SystemObjectSchema, ToolResultContent
+from shared.schemas.options import ResponseJsonSchema, ResponseJsonSchemaField
 
 _PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 
@@ -116,6 +117,9 @@ def _blocks_property(self: Any, field: fields.Field, **kwargs: Any) -> dict[str,
         return {"oneOf": [ref(schema) for schema in field.schemas.values()]}
     if isinstance(field, AnyJson):
         return {}
+    if isinstance(field, ResponseJsonSchemaField):
+        schema_itself = {"type": "object", "description": "the JSON Schema itself (PrivateGPT's shape)"}
+        return {"anyOf": [ref(ResponseJsonSchema), schema_itself]}  # a wrapper is an object too
     return {}
 
 

@@ -72,6 +72,13 @@ class Settings:
     max_streams_per_key: int = 64
     # Redis connections an API process may use for live tails; past that, streams share them.
     api_tail_connections: int = 8
+    # What a JSON Schema (output format, tool input_schema) may cost (README "Structured output").
+    schema_max_repeat: int = 1000
+    schema_max_properties: int = 128
+    schema_max_depth: int = 32
+    schema_max_nodes: int = 1000
+    grammar_max_bytes: int = 262_144
+    grammar_compile_seconds: float = 5.0
 
 
 def _parse_bool(raw: str) -> bool:
@@ -115,6 +122,13 @@ def _parse_non_negative_int(raw: str) -> int:
     value = int(raw)
     if value < 0:
         raise ValueError(f"must be >= 0 (0 = off), got {value}")
+    return value
+
+
+def _parse_repeat(raw: str) -> int:
+    value = _parse_positive_int(raw)
+    if value > 2000:  # llama.cpp's grammar parser refuses counts above 2000
+        raise ValueError(f"must be <= 2000 (llama.cpp's own limit), got {value}")
     return value
 
 
@@ -164,6 +178,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_stored_bytes_per_key": _parse_non_negative_int,
     "max_streams_per_key": _parse_non_negative_int,
     "api_tail_connections": _parse_positive_int,
+    "schema_max_repeat": _parse_repeat,
+    "schema_max_properties": _parse_positive_int,
+    "schema_max_depth": _parse_positive_int,
+    "schema_max_nodes": _parse_positive_int,
+    "grammar_max_bytes": _parse_positive_int,
+    "grammar_compile_seconds": _parse_positive_float,
 }
 
 ENV_PREFIX = "SLUICE_"

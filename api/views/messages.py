@@ -25,6 +25,8 @@ from api.services import (
 from api.sse import SSE_HEADERS, SocketPusher, client_gone, sse_body
 from shared.accumulator import Accumulator
 from shared.capabilities import load_request
+from shared.grammar import SchemaLimits
+from shared.models import ModelSpec
 from shared.schemas import check_message_id
 from shared.store import InvalidCursor, StoredEvent, StreamCursor, epoch_of
 
@@ -32,8 +34,13 @@ from shared.store import InvalidCursor, StoredEvent, StreamCursor, epoch_of
 SYNC_POLL_SECONDS = 1.0
 
 
+def load_chat_request(svc: Services) -> tuple[dict[str, Any], ModelSpec]:
+    """The request's ChatBody, validated completely, with this deployment's schema caps."""
+    return load_request(json_body(), svc.registry, SchemaLimits.from_settings(svc.settings))
+
+
 def _chat_body(svc: Services) -> dict[str, Any]:
-    body, _ = load_request(json_body(), svc.registry)
+    body, _ = load_chat_request(svc)
     return body
 
 

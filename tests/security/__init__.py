@@ -1,0 +1,1 @@
+"""Attacks by a hostile tenant, each against a real stack (API process, Redis, worker where needed)."""
