@@ -16,18 +16,22 @@ from api.auth import current_tenant
 from api.errors import ApiError, InvalidRequest, NotFound, Overloaded
 from api.hub import Hub, hub_client
 from api.limits import RateLimited
+from shared.batches import BatchStore
 from shared.broker import TaskMessages
 from shared.models import ModelRegistry, load_registry
+from shared.outcomes import Outcomes
 from shared.priority import Placement, place
 from shared.settings import Settings
 from shared.store import (
     ANONYMOUS,
+    CANCELLED,
     PROCESSING,
     TERMINAL_STATUSES,
     Admission,
     Limits,
     MessageStore,
 )
+from shared.webhooks import WebhookStore
 
 #: How long a cancel call waits for a running generation to reach its terminal state.
 CANCEL_WAIT_SECONDS = 5.0
@@ -46,6 +50,8 @@ class Services:
     registry: ModelRegistry
     tasks: TaskMessages
     hub: Hub
+    batches: BatchStore
+    outcomes: Outcomes
 
 
 def build_services(settings: Settings) -> Services:
@@ -74,7 +80,9 @@ def build_services(settings: Settings) -> Services:
         hub_client(settings.redis_url, "sluice-api-tail"),
         mailbox_events=settings.hub_mailbox_events,
     )
-    return Services(settings, client, store, load_registry(settings), TaskMessages(), hub)
+    batches = BatchStore.for_settings(client, settings)
+    outcomes = Outcomes(store, batches, WebhookStore(client))
+    return Services(settings, client, store, load_registry(settings), TaskMessages(), hub, batches, outcomes)
 
 
 def services() -> Services:
@@ -190,6 +198,8 @@ def cancel(svc: Services, message_id: str) -> str:
     while status == PROCESSING and time.monotonic() < deadline:
         time.sleep(0.01)
         status = svc.store.get_field(message_id, "status") or status
+    if status == CANCELLED:  # ended here when it was pending: its batch result and webhook event
+        svc.outcomes.message_ended(message_id)
     return status
 
 
@@ -217,6 +227,9 @@ def status_body(message_id: str, status: dict[str, str]) -> dict[str, Any]:
     for name in numbers:
         if name in status:
             metadata[name] = float(status[name]) if "." in status[name] else int(status[name])
+    if status.get("batch_id"):
+        metadata["batch_id"] = status["batch_id"]
+        metadata["custom_id"] = status.get("custom_id")
     for name in ("worker", "started_at", "stop_reason", "model_ran"):
         if name in status:
             metadata[name] = status[name]

@@ -19,6 +19,7 @@ from typing import Any
 
 from shared.grammar import GrammarError, constrained_schemas, schema_to_gbnf
 from shared.models import ModelRegistry, ModelSpec
+from shared.outbound import url_source_problems
 from shared.schemas import BodyInvalid, load_chat_body, problem
 
 #: Every capability name, with what a request does to need it.
@@ -199,10 +200,16 @@ def check_capabilities(body: dict[str, Any], spec: ModelSpec) -> None:
         raise BodyInvalid(details)
 
 
-def load_request(payload: Any, registry: ModelRegistry) -> tuple[dict[str, Any], ModelSpec]:
-    """Validate a ChatBody completely: schema, known model, and what that model can honour."""
+def load_request(
+    payload: Any, registry: ModelRegistry, *, allow_private_urls: bool = False
+) -> tuple[dict[str, Any], ModelSpec]:
+    """Validate a ChatBody completely: schema, known model, what that model can honour, and the
+    outbound URL policy for ``url`` sources (``SLUICE_UPSTREAM_ALLOW_PRIVATE_URLS``)."""
     body = load_chat_body(payload, registry.names())
     spec = registry.resolve(body["model"])
     assert spec is not None, "load_chat_body checked the model"
+    refused = url_source_problems(body, allow_private=allow_private_urls)
+    if refused:
+        raise BodyInvalid(refused)
     check_capabilities(body, spec)
     return body, spec

@@ -4,12 +4,32 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from shared.celery_config import GENERATE_TASK
+from shared.celery_config import GENERATE_TASK, WEBHOOK_TASK
 from workers.celery_app import get_runtime
-from workers.runner import run_message
+from workers.runner import after_run, run_message
+from workers.webhooks import deliver
 
 
 @shared_task(name=GENERATE_TASK, bind=True)
 def generate(self, message_id: str) -> str:  # type: ignore[no-untyped-def]
-    """Run the generation of ``message_id``; returns the status it ended with."""
-    return run_message(get_runtime(), message_id, worker=self.request.hostname or "worker")
+    """Run the generation of ``message_id``, then what its end implies; returns its final status."""
+    runtime = get_runtime()
+    status = run_message(runtime, message_id, worker=self.request.hostname or "worker")
+    after_run(runtime, message_id, status)
+    return status
+
+
+@shared_task(name=WEBHOOK_TASK)
+def webhook(delivery_id: str) -> str:
+    """One attempt at a webhook delivery; returns its HTTP status (or what went wrong)."""
+    runtime = get_runtime()
+    assert runtime.outcomes is not None
+    settings = runtime.settings
+    attempt = deliver(
+        runtime.outcomes.hooks,
+        delivery_id,
+        schedule=settings.webhook_retry_schedule,
+        timeout=settings.webhook_timeout_seconds,
+        allow_private=settings.webhook_allow_private,
+    )
+    return attempt.status if attempt else "gone"

@@ -43,7 +43,9 @@ def json_body(*, optional: bool = False) -> Any:
 
 
 def _chat_body(svc: Services) -> dict[str, Any]:
-    body, _ = load_request(json_body(), svc.registry)
+    body, _ = load_request(
+        json_body(), svc.registry, allow_private_urls=svc.settings.upstream_allow_private_urls
+    )
     return body
 
 

@@ -14,7 +14,9 @@ from shared.tokenizer import TokenizerError, count_tokens
 
 def count_message_tokens() -> Response:
     """``{input_tokens}`` for a ChatBody, with the model's real chat template and tokenizer."""
-    body, spec = load_request(json_body(), services().registry)
+    body, spec = load_request(
+        json_body(), services().registry, allow_private_urls=services().settings.upstream_allow_private_urls
+    )
     if "count_tokens" not in capabilities_of(spec).honoured:
         message = f"Model {spec.id!r} cannot count tokens locally."
         raise InvalidRequest(message, [problem(("model",), message, "unsupported")])
@@ -27,7 +29,11 @@ def count_message_tokens() -> Response:
 def validate_message() -> Response:
     """Dry run: ``{valid, errors}`` for a body; nothing is stored or queued."""
     try:
-        load_request(json_body(), services().registry)
+        load_request(
+            json_body(),
+            services().registry,
+            allow_private_urls=services().settings.upstream_allow_private_urls,
+        )
     except BodyInvalid as exc:
         return jsonify({"valid": False, "errors": exc.details})
     except InvalidRequest as exc:  # malformed JSON or a wrong content type

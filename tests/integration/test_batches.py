@@ -1,0 +1,132 @@
+"""Message Batches through the official Anthropic SDK against a real stack (API, Redis, worker)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import anthropic
+import httpx
+import pytest
+
+from deploy.stack import wait_for
+from shared.keys import broker_list
+from tests.integration.helpers import status
+from tests.integration.stacks import ScriptedStack, hostname, scripted_stack, wait_workers
+
+pytestmark = pytest.mark.integration
+
+WINDOW = 3
+
+
+@pytest.fixture(scope="module")
+def batch_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedStack]:
+    """Scripted models, a prefork worker (concurrency 2) on the local queue, a small feed window."""
+    running = scripted_stack(
+        tmp_path_factory.mktemp("batches"),
+        SLUICE_BATCH_WINDOW=str(WINDOW),
+        SLUICE_BATCH_FEED_INTERVAL_SECONDS="0.1",
+    )
+    name = hostname("batch")
+    running.stack.start_worker(name, queues="sluice.local", concurrency=2, pool="prefork")
+    wait_workers(running.api, [name])
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(batch_stack: ScriptedStack) -> anthropic.Anthropic:
+    return anthropic.Anthropic(api_key="unused", base_url=batch_stack.api, max_retries=0)
+
+
+def _request(custom_id: str, model: str = "quick", **params: object) -> dict[str, object]:
+    return {
+        "custom_id": custom_id,
+        "params": {
+            "model": model,
+            "max_tokens": 10,
+            "messages": [{"role": "user", "content": "hi"}],
+            **params,
+        },
+    }
+
+
+def _wait_ended(client: anthropic.Anthropic, batch_id: str, timeout: float = 120) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        batch = client.messages.batches.retrieve(batch_id)
+        if batch.processing_status == "ended":
+            return batch
+        time.sleep(0.1)
+    raise TimeoutError(f"batch {batch_id} did not end")
+
+
+def test_sdk_create_retrieve_results_list_delete(client, batch_stack):
+    """The SDK's batch calls work unchanged: every request succeeds and its message can be looked up."""
+    created = client.messages.batches.create(requests=[_request(f"req-{i}") for i in range(7)])  # type: ignore[list-item]
+    assert created.id.startswith("msgbatch_") and created.processing_status == "in_progress"
+    assert created.request_counts.processing == 7 and created.results_url is None
+    ended = _wait_ended(client, created.id)
+    assert ended.request_counts.succeeded == 7 and ended.request_counts.processing == 0  # type: ignore[attr-defined]
+    assert ended.results_url == f"{batch_stack.api}/v1/messages/batches/{created.id}/results"  # type: ignore[attr-defined]
+    results = list(client.messages.batches.results(created.id))
+    assert sorted(r.custom_id for r in results) == sorted(f"req-{i}" for i in range(7))
+    for result in results:
+        assert result.result.type == "succeeded"
+        assert "".join(b.text for b in result.result.message.content if b.type == "text") == "one two three"  # type: ignore[union-attr]
+    meta = status(batch_stack.api, f"{created.id}.req-3")["metadata"]
+    assert (meta["batch_id"], meta["custom_id"]) == (created.id, "req-3")
+    listed = client.messages.batches.list(limit=50)
+    assert created.id in [b.id for b in listed.data]
+    deleted = client.messages.batches.delete(created.id)
+    assert deleted.id == created.id and deleted.type == "message_batch_deleted"
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.batches.retrieve(created.id)
+
+
+def test_one_invalid_params_refuses_the_batch_and_stores_nothing(client, batch_stack):
+    """A bad request is a 400 located at ["requests", i, "params", ...]; no batch appears."""
+    before = [b.id for b in client.messages.batches.list(limit=1000).data]
+    bad = _request("b")
+    bad["params"] = {"model": "quick", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}
+    response = httpx.post(
+        f"{batch_stack.api}/v1/messages/batches", json={"requests": [_request("a"), bad]}, timeout=10
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"][0]["loc"] == ["requests", 1, "params", "max_tokens"]
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.batches.create(requests=[_request("same"), _request("same")])  # type: ignore[list-item]
+    assert [b.id for b in client.messages.batches.list(limit=1000).data] == before
+
+
+def test_the_queue_holds_at_most_a_window_and_cancel_ends_a_big_batch_quickly(client, batch_stack):
+    """500 endless requests keep <= window queued or running; cancel ends the batch in seconds."""
+    created = client.messages.batches.create(
+        requests=[_request(f"r{i}", model="blocker", max_tokens=100000) for i in range(500)]  # type: ignore[list-item]
+    )
+
+    def waiting() -> int:
+        return sum(batch_stack.redis.llen(broker_list("sluice.local", band)) for band in range(10))
+
+    wait_for(
+        lambda: batch_stack.redis.scard(f"sluice:batch:{{{created.id}}}:inflight") == WINDOW,
+        30,
+        "a full window",
+    )
+    assert waiting() <= WINDOW
+    started = time.monotonic()
+    canceling = client.messages.batches.cancel(created.id)
+    assert canceling.processing_status in ("canceling", "ended")
+    assert canceling.cancel_initiated_at is not None
+    ended = _wait_ended(client, created.id, timeout=30)
+    assert time.monotonic() - started < 10
+    assert ended.request_counts.canceled + ended.request_counts.succeeded == 500  # type: ignore[attr-defined]
+    kinds = {r.result.type for r in client.messages.batches.results(created.id)}
+    assert kinds <= {"canceled", "succeeded"} and "canceled" in kinds
+
+
+def test_another_tenants_batch_is_not_found(batch_stack):
+    """An unknown batch id is a 404 in Anthropic's envelope (the same answer another tenant's gets)."""
+    response = httpx.get(f"{batch_stack.api}/v1/messages/batches/msgbatch_nope", timeout=10)
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "not_found_error"
