@@ -321,7 +321,7 @@ class BatchStore:
         if status != IN_PROGRESS:
             return Fed(0, stopped=True)
         fed, total = int(fed_raw), int(total_raw)
-        count = min(self.window - inflight, total - fed)
+        count = min(self.tenant_window(sid) - inflight, total - fed)
         if count <= 0:
             return Fed(0)
         pipe.lrange(keys.requests, fed, fed + count - 1)
@@ -351,6 +351,13 @@ class BatchStore:
         queue = spec.queue if spec is not None else "sluice.local"
         band = HEAD_BAND if index < self.head_requests else TAIL_BAND
         return Placement(queue=queue, band=band, priority=band - 5)
+
+    def tenant_window(self, sid: str) -> int:
+        """The window of one batch: ``window`` shared by the active batches of its tenant (at least
+        one each), so a tenant with many batches gets no more of the queue than one with one."""
+        tenant = sid.rpartition("/")[0]
+        same = sum(1 for other in self.active() if other.rpartition("/")[0] == tenant)
+        return max(1, self.window // max(1, same))
 
     def active(self) -> list[str]:
         """Storage ids of batches in progress or canceling, oldest first."""

@@ -46,7 +46,8 @@ MESSAGE_EVENTS = {
     "cancelled": EventType.MESSAGE_CANCELLED,
 }
 SECRET_PREFIX = "whsec_"
-#: A claimed delivery is due again after this long if its task never reports (worker lost).
+#: A claimed delivery is due again after this long if its task never reports (worker lost), unless
+#: the caller passes its own (the dispatcher: a few times the delivery timeout).
 CLAIM_LEASE_SECONDS = 120
 #: How long a delivery that keeps failing is kept in all: past the longest schedule.
 DELIVERY_TTL_SECONDS = 7 * 86400
@@ -185,12 +186,12 @@ class WebhookStore:
 
     # -- the outbox ----------------------------------------------------------------------------
 
-    def claim_due(self, limit: int = 100) -> list[str]:
-        """Delivery ids due now, each pushed a lease ahead so no other dispatcher sends it again."""
+    def claim_due(self, limit: int = 100, lease: float = CLAIM_LEASE_SECONDS) -> list[str]:
+        """Delivery ids due now, each pushed ``lease`` ahead so nobody sends it again meanwhile."""
         now = time.time()
         due: list[str] = self.redis.zrangebyscore(WEBHOOK_OUTBOX, "-inf", now, start=0, num=limit)
         if due:
-            self.redis.zadd(WEBHOOK_OUTBOX, dict.fromkeys(due, now + CLAIM_LEASE_SECONDS), xx=True)
+            self.redis.zadd(WEBHOOK_OUTBOX, dict.fromkeys(due, now + lease), xx=True)
         return due
 
     def delivery(self, delivery_id: str) -> Delivery | None:

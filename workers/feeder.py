@@ -24,7 +24,7 @@ from shared.models import ModelRegistry
 from shared.outcomes import Outcomes
 from shared.settings import Settings
 from shared.store import TERMINAL_STATUSES
-from workers.webhooks import dispatch_due
+from workers.webhooks import claim_lease, dispatch_due
 
 log = logging.getLogger("sluice.worker")
 
@@ -49,6 +49,8 @@ class Feeder:
     tasks: TaskMessages
     settings: Settings
     identity: str
+    #: Where the next tick starts in the list of active batches (it moves by one every tick).
+    turn: int = 0
 
     @property
     def batches(self) -> BatchStore:
@@ -59,11 +61,13 @@ class Feeder:
         redis = self.outcomes.store.redis
         if not redis.register_script(_LEAD)(keys=[FEEDER_LEADER], args=[self.identity, LEADER_LEASE_MS]):
             return
-        for sid in self.batches.active():
+        active = self.batches.active()
+        self.turn = (self.turn + 1) % max(1, len(active))
+        for sid in active[self.turn :] + active[: self.turn]:
             with contextlib.suppress(Exception):  # one broken batch must not stop the others
                 self.visit(sid)
         if app is not None:
-            dispatch_due(self.outcomes.hooks, app)
+            dispatch_due(self.outcomes.hooks, app, lease=claim_lease(self.settings.webhook_timeout_seconds))
 
     def visit(self, sid: str) -> None:
         """Sweep, expire and top up one batch."""

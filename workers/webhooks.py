@@ -69,9 +69,15 @@ def deliver(
     return attempt
 
 
-def dispatch_due(hooks: WebhookStore, app: Any, limit: int = 100) -> int:
+def claim_lease(timeout: float) -> float:
+    """How long a dispatched delivery is left alone: its task may wait in the queue behind others
+    and take ``timeout`` to run; after that the worker is taken for lost and it is sent again."""
+    return 3 * timeout + 5
+
+
+def dispatch_due(hooks: WebhookStore, app: Any, *, lease: float, limit: int = 100) -> int:
     """Send a delivery task for every due delivery in the outbox; returns how many."""
-    due = hooks.claim_due(limit)
+    due = hooks.claim_due(limit, lease)
     for delivery_id in due:
         app.send_task(WEBHOOK_TASK, args=[delivery_id], queue=WEBHOOK_QUEUE)
     return len(due)

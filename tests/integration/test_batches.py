@@ -130,3 +130,56 @@ def test_another_tenants_batch_is_not_found(batch_stack):
     response = httpx.get(f"{batch_stack.api}/v1/messages/batches/msgbatch_nope", timeout=10)
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "not_found_error"
+
+
+KEY_A, KEY_B = "batch-key-a", "batch-key-b"
+
+
+@pytest.fixture(scope="module")
+def tenant_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedStack]:
+    """Two API keys and a 3-second batch deadline."""
+    running = scripted_stack(
+        tmp_path_factory.mktemp("batch-tenants"),
+        SLUICE_API_KEYS=f"{KEY_A},{KEY_B}",
+        SLUICE_BATCH_EXPIRY_SECONDS="3",
+        SLUICE_BATCH_WINDOW="2",
+        SLUICE_BATCH_FEED_INTERVAL_SECONDS="0.1",
+    )
+    name = hostname("batchtenant")
+    running.stack.start_worker(name, queues="sluice.local", concurrency=1, pool="prefork")
+    wait_for(lambda: running.redis.zcard("sluice:workers") > 0, 60, "the worker's heartbeat")
+    yield running
+    running.stop()
+
+
+def test_a_batch_past_its_deadline_ends_with_expired_results(tenant_stack):
+    """Requests that could not run before the deadline are ``expired``, the batch ``ended``."""
+    client = anthropic.Anthropic(api_key=KEY_A, base_url=tenant_stack.api, max_retries=0)
+    created = client.messages.batches.create(
+        requests=[_request(f"r{i}", model="blocker", max_tokens=100000) for i in range(20)]  # type: ignore[list-item]
+    )
+    ended = _wait_ended(client, created.id, timeout=60)
+    assert ended.request_counts.expired == 20  # type: ignore[attr-defined]
+    assert {r.result.type for r in client.messages.batches.results(created.id)} == {"expired"}
+
+
+def test_batches_and_webhook_endpoints_belong_to_their_key(tenant_stack):
+    """Another key gets 404 for a batch and sees neither it in its list nor the first key's endpoints."""
+    a = anthropic.Anthropic(api_key=KEY_A, base_url=tenant_stack.api, max_retries=0)
+    b = anthropic.Anthropic(api_key=KEY_B, base_url=tenant_stack.api, max_retries=0)
+    created = a.messages.batches.create(requests=[_request("x")])  # type: ignore[list-item]
+    with pytest.raises(anthropic.NotFoundError):
+        b.messages.batches.retrieve(created.id)
+    with pytest.raises(anthropic.NotFoundError):
+        b.messages.batches.cancel(created.id)
+    assert created.id not in [x.id for x in b.messages.batches.list().data]
+    assert created.id in [x.id for x in a.messages.batches.list().data]
+    hooks = f"{tenant_stack.api}/v1/webhook_endpoints"
+    made = httpx.post(
+        hooks, json={"url": "https://93.184.215.14/hook"}, headers={"x-api-key": KEY_A}, timeout=10
+    )
+    assert made.status_code == 200, made.text
+    assert httpx.get(hooks, headers={"x-api-key": KEY_B}, timeout=10).json()["data"] == []
+    gone = httpx.delete(f"{hooks}/{made.json()['id']}", headers={"x-api-key": KEY_B}, timeout=10)
+    assert gone.status_code == 404
+    assert len(httpx.get(hooks, headers={"x-api-key": KEY_A}, timeout=10).json()["data"]) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ class Receiver:
     """An HTTP endpoint on loopback that records every POST and fails the first ``fail`` of them."""
 
     fail: int = 0
+    #: When set, the first POST is held (not answered) until the event is set.
+    hold_first: threading.Event | None = None
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -37,6 +40,9 @@ class Receiver:
                 with receiver.lock:
                     receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, data))
                     failing = len(receiver.received) <= receiver.fail
+                    first = len(receiver.received) == 1
+                if first and receiver.hold_first is not None:
+                    receiver.hold_first.wait(60)
                 self.send_response(500 if failing else 204)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -56,6 +62,8 @@ def hook_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedSta
         tmp_path_factory.mktemp("webhooks"),
         SLUICE_WEBHOOK_ALLOW_PRIVATE="true",
         SLUICE_WEBHOOK_RETRY_SCHEDULE="1,1",
+        # A lost delivery is sent again after 3 x timeout + 5 s (workers/webhooks.claim_lease).
+        SLUICE_WEBHOOK_TIMEOUT_SECONDS="3",
         SLUICE_BATCH_FEED_INTERVAL_SECONDS="0.1",
     )
     local, hooks = hostname("hooklocal"), hostname("hooks")
@@ -163,3 +171,22 @@ def test_private_targets_are_refused_at_registration_unless_allowed(tmp_path):
         response = test_client.post("/v1/webhook_endpoints", json={"url": url})
         assert response.status_code == 400, response.text
         assert response.get_json()["detail"][0]["loc"] == ["url"]
+
+
+def test_a_delivery_whose_worker_is_killed_mid_request_is_sent_again(hook_stack, receiver):
+    """SIGKILL of the webhook worker during a POST loses nothing: another worker sends the same webhook-id."""
+    got, _, endpoint = receiver
+    got.hold_first = threading.Event()
+    submit(hook_stack.api, body(model="quick", max_tokens=3))
+    wait_for(lambda: got.received, 60, "the first (held) delivery")
+    doomed = next(p for p in hook_stack.stack.processes if p.name == f"worker-{hostname('hooks')}")
+    doomed.signal(signal.SIGKILL)
+    doomed.popen.wait(10)
+    replacement = hostname("hooks2")
+    hook_stack.stack.start_worker(replacement, queues="sluice.webhooks", concurrency=4, pool="threads")
+    got.hold_first.set()
+    wait_for(lambda: len(got.received) >= 2, 60, "the delivery sent again")
+    assert got.received[0][0]["webhook-id"] == got.received[1][0]["webhook-id"]
+    listed = httpx.get(f"{hook_stack.api}/v1/webhook_endpoints", timeout=10).json()["data"]
+    state = next(e for e in listed if e["id"] == endpoint["id"])["delivery"]
+    assert (state["attempts"], state["succeeded"]) == (1, 1), state
