@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -183,3 +188,30 @@ def test_batches_and_webhook_endpoints_belong_to_their_key(tenant_stack):
     gone = httpx.delete(f"{hooks}/{made.json()['id']}", headers={"x-api-key": KEY_B}, timeout=10)
     assert gone.status_code == 404
     assert len(httpx.get(hooks, headers={"x-api-key": KEY_A}, timeout=10).json()["data"]) == 1
+
+
+def test_cli_submits_a_jsonl_file_and_prints_status_and_results(batch_stack, tmp_path):
+    """``sluice batch submit|status|results`` round-trip a JSONL file (bare ChatBody lines get ids)."""
+    sluice = str(Path(sys.executable).parent / "sluice")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    env.update({"SLUICE_URL": batch_stack.api, "NO_COLOR": "1"})
+    jsonl = tmp_path / "requests.jsonl"
+    lines = [json.dumps(_request("first")), "", json.dumps(_request("x")["params"])]
+    jsonl.write_text("\n".join(lines) + "\n")
+
+    def sluice_run(*args: str) -> str:
+        done = subprocess.run(
+            [sluice, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    batch_id = sluice_run("batch", "submit", str(jsonl)).strip()
+    assert batch_id.startswith("msgbatch_")
+    wait_for(lambda: "ended" in sluice_run("batch", "status", batch_id), 60, "the batch's end")
+    assert sluice_run("batch", "status", batch_id).strip() == f"{batch_id}: ended (succeeded 2)"
+    results = [json.loads(line) for line in sluice_run("batch", "results", batch_id).splitlines()]
+    assert [(r["custom_id"], r["result"]["type"]) for r in results] == [
+        ("first", "succeeded"),
+        ("line-3", "succeeded"),
+    ]
