@@ -151,13 +151,15 @@ class BatchStore:
         expiry_seconds: int = 86400,
         retention_seconds: int = 86400,
         window: int = 8,
-        head_requests: int = 100,
+        head_requests: int = 20,
+        max_inflight: int = 0,
     ) -> None:
         self.redis = client
         self.expiry_seconds = expiry_seconds
         self.retention_seconds = retention_seconds
         self.window = window
         self.head_requests = head_requests
+        self.max_inflight = max_inflight
         self._record = client.register_script(_RECORD)
         self._stop = client.register_script(_STOP)
         self._advance = client.register_script(_ADVANCE)
@@ -171,6 +173,7 @@ class BatchStore:
             retention_seconds=settings.batch_retention_seconds,
             window=settings.batch_window,
             head_requests=settings.batch_head_requests,
+            max_inflight=settings.batch_max_inflight,
         )
 
     # -- creation ------------------------------------------------------------------------------
@@ -321,7 +324,7 @@ class BatchStore:
         if status != IN_PROGRESS:
             return Fed(0, stopped=True)
         fed, total = int(fed_raw), int(total_raw)
-        count = min(self.tenant_window(sid) - inflight, total - fed)
+        count = min(self.room(sid, inflight), total - fed)
         if count <= 0:
             return Fed(0)
         pipe.lrange(keys.requests, fed, fed + count - 1)
@@ -352,12 +355,22 @@ class BatchStore:
         band = HEAD_BAND if index < self.head_requests else TAIL_BAND
         return Placement(queue=queue, band=band, priority=band - 5)
 
-    def tenant_window(self, sid: str) -> int:
-        """The window of one batch: ``window`` shared by the active batches of its tenant (at least
-        one each), so a tenant with many batches gets no more of the queue than one with one."""
+    def room(self, sid: str, inflight: int) -> int:
+        """How many more requests of ``sid`` may be fed now: its window is ``window`` shared by the
+        active batches of its tenant (at least one each), so a tenant with many batches gets no
+        more of the queue than one with one; and with ``max_inflight``, all batches together
+        never hold more than that many messages queued or running (the rest of the workers'
+        slots stay free for interactive traffic)."""
+        active = self.active()
         tenant = sid.rpartition("/")[0]
-        same = sum(1 for other in self.active() if other.rpartition("/")[0] == tenant)
-        return max(1, self.window // max(1, same))
+        same = sum(1 for other in active if other.rpartition("/")[0] == tenant)
+        room = max(1, self.window // max(1, same)) - inflight
+        if self.max_inflight and room > 0:
+            pipe = self.redis.pipeline(transaction=False)
+            for other in active:
+                pipe.scard(batch_keys(other).inflight)
+            room = min(room, self.max_inflight - sum(pipe.execute()))
+        return room
 
     def active(self) -> list[str]:
         """Storage ids of batches in progress or canceling, oldest first."""

@@ -68,9 +68,12 @@ class Settings:
     batch_retention_seconds: int = 86400
     # Requests of one batch waiting in the queue or running at once (the feeder tops the window up).
     batch_window: int = 8
+    # All batches together hold at most this many messages queued or running (0 = no cap): set it
+    # below the workers' slots to keep capacity free for interactive traffic.
+    batch_max_inflight: int = 0
     # The first N requests of every batch run one band above the rest: a small batch is not held
     # behind a huge one that already had its share (least-attained-service).
-    batch_head_requests: int = 100
+    batch_head_requests: int = 20
     batch_feed_interval_seconds: float = 0.2
     webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     webhook_timeout_seconds: float = 10.0
@@ -175,6 +178,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "batch_retention_seconds": _parse_positive_int,
     "batch_window": _parse_positive_int,
     "batch_head_requests": _parse_non_negative_int,
+    "batch_max_inflight": _parse_non_negative_int,
     "batch_feed_interval_seconds": _parse_positive_float,
     "webhook_retry_schedule": _parse_schedule,
     "webhook_timeout_seconds": _parse_positive_float,

@@ -149,3 +149,14 @@ def test_message_status_keys_are_untouched_by_the_webhook_flag_without_endpoints
     _finish(store, f"{batch_id}.r0", "completed")
     outcomes.message_ended(f"{batch_id}.r0")
     assert "webhooks_emitted" not in store.redis.hgetall(message_keys(f"{batch_id}.r0").status)
+
+
+def test_a_tenants_batches_share_its_window_and_max_inflight_caps_all(store):
+    """Two batches of one tenant get half the window each; a global cap bounds every batch together."""
+    shared = BatchStore(store.redis, window=4, max_inflight=0)
+    first, second = shared.create("anonymous", _requests(10)), shared.create("anonymous", _requests(10))
+    assert shared.feed(first, store, TaskMessages(), REGISTRY).created == 2
+    assert shared.feed(second, store, TaskMessages(), REGISTRY).created == 2
+    capped = BatchStore(store.redis, window=4, max_inflight=5)
+    other = capped.create("t" * 32, _requests(10))
+    assert capped.feed(f"{'t' * 32}/{other}", store, TaskMessages(), REGISTRY).created == 1
