@@ -140,6 +140,14 @@ ROUTES: tuple[Route, ...] = (
         errors=(400, 404),
     ),
     Route(
+        f"{BATCHES}/<batch_id>/requests",
+        ("GET",),
+        batches.list_batch_requests,
+        "batches",
+        "A page of a batch's requests and their message ids and states (offset, limit; Sluice extension)",
+        errors=(400, 404),
+    ),
+    Route(
         WEBHOOKS,
         ("POST",),
         webhooks.create_endpoint,

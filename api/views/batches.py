@@ -131,6 +131,27 @@ def _position(ids: list[str], batch_id: str, name: str) -> int:
         raise InvalidRequest(msg, [problem(("query", name), msg)]) from None
 
 
+def list_batch_requests(batch_id: str) -> Response:
+    """A Sluice extension for the observer page: a page of the batch's requests and where each stands."""
+    svc = services()
+    meta = _meta(svc, batch_id)
+    offset = _int_arg("offset", 0, 0, int(meta["total"]))
+    limit = _int_arg("limit", 100, 1, LIST_MAX)
+    data = svc.batches.requests_page(current_tenant(), batch_id, offset, limit)
+    return jsonify({"data": data, "offset": offset, "total": int(meta["total"])})
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    try:
+        value = int(request.args.get(name, str(default)))
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        msg = f"{name} must be an integer from {low} to {high}."
+        raise InvalidRequest(msg, [problem(("query", name), msg)])
+    return value
+
+
 def cancel_batch(batch_id: str) -> Response:
     """Stop feeding the batch and cancel what is in flight; answers ``canceling`` (or ``ended``)."""
     svc = services()
