@@ -231,6 +231,13 @@ class BatchStore:
         meta: dict[str, str] = self.redis.hgetall(batch_keys(scoped_id(tenant, batch_id)).meta)
         return meta or None
 
+    def get_many(self, tenant: str, batch_ids: Sequence[str]) -> list[dict[str, str]]:
+        """The meta hashes of the tenant's batches, in one round trip (missing ones left out)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for batch_id in batch_ids:
+            pipe.hgetall(batch_keys(scoped_id(tenant, batch_id)).meta)
+        return [meta for meta in (pipe.execute() if batch_ids else []) if meta]
+
     def list_ids(self, tenant: str) -> list[str]:
         """The tenant's batch ids, newest first (dropping those whose keys expired)."""
         ids: list[str] = self.redis.zrevrange(tenant_batches(tenant), 0, -1)

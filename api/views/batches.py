@@ -100,7 +100,7 @@ def list_batches() -> Response:
         page, has_more = ids[max(0, end - limit) : end], end - limit > 0
     else:
         page, has_more = ids[:limit], limit < len(ids)
-    data = [batch_body(meta) for meta in (svc.batches.get(current_tenant(), b) for b in page) if meta]
+    data = [batch_body(meta) for meta in svc.batches.get_many(current_tenant(), page)]
     return jsonify(
         {
             "data": data,

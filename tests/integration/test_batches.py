@@ -215,3 +215,16 @@ def test_cli_submits_a_jsonl_file_and_prints_status_and_results(batch_stack, tmp
         ("first", "succeeded"),
         ("line-3", "succeeded"),
     ]
+
+
+def test_list_pages_newest_first_with_after_and_before(client):
+    """``limit`` pages newest first; ``after_id`` goes on to older ones, ``before_id`` back to newer."""
+    made = [client.messages.batches.create(requests=[_request("p")]).id for _ in range(3)]  # type: ignore[list-item]
+    newest = list(reversed(made))
+    first = client.messages.batches.list(limit=2)
+    assert [b.id for b in first.data] == newest[:2] and first.has_more
+    assert first.first_id == newest[0] and first.last_id == newest[1]
+    older = client.messages.batches.list(limit=1, after_id=newest[1])
+    assert [b.id for b in older.data] == newest[2:3]
+    newer = client.messages.batches.list(limit=5, before_id=newest[2])
+    assert [b.id for b in newer.data] == newest[:2] and not newer.has_more
