@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from celery import shared_task
 
 from shared.celery_config import GENERATE_TASK, WEBHOOK_TASK
 from workers.celery_app import get_runtime
 from workers.runner import after_run, run_message
-from workers.webhooks import deliver
+from workers.webhooks import claim_lease, deliver, dispatch_due
 
 
 @shared_task(name=GENERATE_TASK, bind=True)
@@ -15,7 +17,11 @@ def generate(self, message_id: str) -> str:  # type: ignore[no-untyped-def]
     """Run the generation of ``message_id``, then what its end implies; returns its final status."""
     runtime = get_runtime()
     status = run_message(runtime, message_id, worker=self.request.hostname or "worker")
-    after_run(runtime, message_id, status)
+    if after_run(runtime, message_id, status) and runtime.outcomes is not None:
+        # Send the webhook now rather than at the feeder's next tick (it re-drives what this misses).
+        lease = claim_lease(runtime.settings.webhook_timeout_seconds)
+        with contextlib.suppress(Exception):
+            dispatch_due(runtime.outcomes.hooks, self.app, lease=lease)
     return status
 
 
