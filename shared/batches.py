@@ -89,6 +89,8 @@ if kind == 'canceled' and redis.call('HGET', KEYS[1], 'ending') == 'expired' the
   kind, line = 'expired', ARGV[8]
 end
 redis.call('HSET', KEYS[2], ARGV[5], line)
+local ttl = redis.call('TTL', KEYS[1])
+if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
 redis.call('HINCRBY', KEYS[1], kind, 1)
 redis.call('HINCRBY', KEYS[1], 'done', 1)
 return {1, end_if_done()}
@@ -120,7 +122,11 @@ _ADVANCE = """
 local status, fed = unpack(redis.call('HMGET', KEYS[1], 'status', 'fed'))
 if status ~= 'in_progress' or fed ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'fed', ARGV[2])
-if #ARGV > 2 then redis.call('SADD', KEYS[2], unpack(ARGV, 3)) end
+if #ARGV > 2 then
+  redis.call('SADD', KEYS[2], unpack(ARGV, 3))
+  local ttl = redis.call('TTL', KEYS[1])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
+end
 return 1
 """
 

@@ -57,6 +57,7 @@ def test_feed_keeps_at_most_a_window_in_the_queue(store, batches):
     assert batches.feed(batch_id, store, TaskMessages(), REGISTRY).created == 0
     inflight = batches.inflight(batch_id)
     assert inflight == sorted(f"{batch_id}.r{i}" for i in range(4))
+    assert 0 < store.redis.ttl(batch_keys(batch_id).inflight) <= store.redis.ttl(batch_keys(batch_id).meta)
     status = store.get_status(f"{batch_id}.r0")
     assert status is not None and status["batch_id"] == batch_id and status["custom_id"] == "r0"
     # The first two (the head) wait one band above the rest; both below the default band 5.
