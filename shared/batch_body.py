@@ -3,6 +3,7 @@ at ``["requests", i, "params", ...]``, before anything is stored."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,45 @@ CUSTOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 VALIDATE_CHUNK = 200
 #: At most this many problems are reported; one is enough to refuse the batch.
 MAX_PROBLEMS = 100
+
+
+#: ``{"requests": [`` at the start of a body: the shape ``parse_batch_json`` reads item by item.
+_HEAD = re.compile(r'\s*\{\s*"requests"\s*:\s*\[')
+_SPACE = re.compile(r"\s*")
+#: Items decoded between two ``pause()`` calls.
+DECODE_CHUNK = 500
+
+
+def parse_batch_json(text: str, pause: Callable[[], None] = lambda: None) -> Any:
+    """The body's JSON, decoded a request at a time with ``pause()`` between chunks when it is
+    ``{"requests": [...]}`` (one ``json.loads`` of 10 MB holds a process for most of a second);
+    any other shape is decoded whole. ``ValueError`` for malformed JSON, as ``json.loads``."""
+    head = _HEAD.match(text)
+    if head is None:
+        return json.loads(text)
+    decoder = json.JSONDecoder()
+    items: list[Any] = []
+    at = _SPACE.match(text, head.end()).end()  # type: ignore[union-attr]  # \s* always matches
+    if text.startswith("]", at):
+        at += 1
+    else:
+        while True:
+            item, at = decoder.raw_decode(text, at)
+            items.append(item)
+            if len(items) % DECODE_CHUNK == 0:
+                pause()
+            at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
+            if text.startswith(",", at):
+                at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+                continue
+            if text.startswith("]", at):
+                at += 1
+                break
+            return json.loads(text)  # not a plain list after all: let json say where it breaks
+    rest = text[at:].strip()
+    if rest == "}":
+        return {"requests": items}
+    return json.loads(text)  # more keys after the list (refused later) or malformed
 
 
 def load_batch_body(

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shared.batch_body import load_batch_body
+from shared.batch_body import load_batch_body, parse_batch_json
 from shared.batches import CANCELED, EXPIRED, BatchRequest, BatchStore
 from shared.broker import TaskMessages
 from shared.keys import BATCHES_ACTIVE, batch_keys, broker_list, message_keys
@@ -161,3 +161,31 @@ def test_a_tenants_batches_share_its_window_and_max_inflight_caps_all(store):
     capped = BatchStore(store.redis, window=4, max_inflight=5)
     other = capped.create("t" * 32, _requests(10))
     assert capped.feed(f"{'t' * 32}/{other}", store, TaskMessages(), REGISTRY).created == 1
+
+
+def test_the_create_body_is_decoded_a_chunk_at_a_time():
+    """``{"requests": [...]}`` is decoded item by item with a pause per chunk, equal to json.loads."""
+    body = {"requests": [{"custom_id": f"r{i}", "params": {"a": [i, {"b": "]},"}]}} for i in range(1200)]}
+    text = json.dumps(body, indent=1)
+    pauses: list[int] = []
+    assert parse_batch_json(text, lambda: pauses.append(1)) == body
+    assert len(pauses) == 2
+    assert parse_batch_json(' { "requests" : [ ] } ') == {"requests": []}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"requests": [1, 2], "extra": 1}', '{"other": 1, "requests": []}', "[1]", '{"requests": 5}'],
+)
+def test_other_shapes_are_decoded_whole(text):
+    """Anything but a plain ``{"requests": [...]}`` goes through json.loads (and is refused later)."""
+    assert parse_batch_json(text) == json.loads(text)
+
+
+@pytest.mark.parametrize(
+    "text", ['{"requests": [1, 2', '{"requests": [1 2]}', '{"requests": [1]', '{"requests": [{]}']
+)
+def test_malformed_bodies_raise_value_error(text):
+    """Malformed JSON raises ValueError, as json.loads does (the view answers 400)."""
+    with pytest.raises(ValueError):
+        parse_batch_json(text)
