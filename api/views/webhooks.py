@@ -16,6 +16,8 @@ from shared.webhooks import ALL_EVENTS, WebhookStore
 
 #: Longest accepted description and URL.
 MAX_DESCRIPTION, MAX_URL = 512, 2048
+#: Endpoints one key may register: every end of its messages fans out to each of them.
+MAX_ENDPOINTS = 20
 
 
 def _hooks() -> WebhookStore:
@@ -57,6 +59,8 @@ def create_endpoint() -> Response:
         )
     if problems:
         raise InvalidRequest("Invalid webhook endpoint: " + "; ".join(p["msg"] for p in problems), problems)
+    if len(_hooks().endpoints(current_tenant())) >= MAX_ENDPOINTS:
+        raise InvalidRequest(f"At most {MAX_ENDPOINTS} webhook endpoints per key; delete one first.")
     endpoint = _hooks().add_endpoint(current_tenant(), str(url), list(dict.fromkeys(events)), description)
     return jsonify(endpoint)
 

@@ -173,6 +173,22 @@ def test_private_targets_are_refused_at_registration_unless_allowed(tmp_path):
         assert response.get_json()["detail"][0]["loc"] == ["url"]
 
 
+def test_a_key_may_register_at_most_twenty_endpoints(hook_stack):
+    """The 21st endpoint of a key is a 400; deleting one makes room again."""
+    hooks = f"{hook_stack.api}/v1/webhook_endpoints"
+    made = [httpx.post(hooks, json={"url": f"https://93.184.215.14/{i}"}, timeout=10) for i in range(20)]
+    try:
+        assert [r.status_code for r in made] == [200] * 20
+        assert httpx.post(hooks, json={"url": "https://93.184.215.14/x"}, timeout=10).status_code == 400
+        httpx.delete(f"{hooks}/{made[0].json()['id']}", timeout=10)
+        again = httpx.post(hooks, json={"url": "https://93.184.215.14/y"}, timeout=10)
+        assert again.status_code == 200
+        made.append(again)
+    finally:
+        for response in made[1:]:
+            httpx.delete(f"{hooks}/{response.json()['id']}", timeout=10)
+
+
 def test_a_delivery_whose_worker_is_killed_mid_request_is_sent_again(hook_stack, receiver):
     """SIGKILL of the webhook worker during a POST loses nothing: another worker sends the same webhook-id."""
     got, _, endpoint = receiver
