@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from shared.batches import ERRORED, EXPIRED, BatchStore, errored_line, message_status_of
+from shared.batches import ERRORED, EXPIRED, BatchStore, errored_line
 from shared.broker import TaskMessages
-from shared.keys import BATCHES_ACTIVE, FEEDER_LEADER, batch_keys, public_id
+from shared.keys import BATCHES_ACTIVE, FEEDER_LEADER, batch_keys, message_keys, public_id
 from shared.models import ModelRegistry
 from shared.outcomes import Outcomes
 from shared.settings import Settings
@@ -83,13 +83,15 @@ class Feeder:
 
     def sweep(self, sid: str) -> None:
         """Record every in-flight message of the batch that ended (or vanished) unrecorded."""
-        store = self.outcomes.store
-        for message_sid in self.batches.inflight(sid):
-            status = message_status_of(store, message_sid)
-            if status is None:
+        inflight = self.batches.inflight(sid)
+        pipe = self.batches.redis.pipeline(transaction=False)
+        for message_sid in inflight:
+            pipe.hget(message_keys(message_sid).status, "status")
+        for message_sid, state in zip(inflight, pipe.execute() if inflight else [], strict=True):
+            if state is None:
                 self._record_vanished(sid, message_sid)
-            elif status.get("status") in TERMINAL_STATUSES:
-                self.outcomes.message_ended(message_sid, status)
+            elif state in TERMINAL_STATUSES:
+                self.outcomes.message_ended(message_sid)
 
     def _record_vanished(self, sid: str, message_sid: str) -> None:
         """A message deleted (or expired) before it ended: its request counts as errored."""

@@ -189,3 +189,21 @@ def test_malformed_bodies_raise_value_error(text):
     """Malformed JSON raises ValueError, as json.loads does (the view answers 400)."""
     with pytest.raises(ValueError):
         parse_batch_json(text)
+
+
+def test_the_feeders_sweep_records_ends_nobody_recorded(store):
+    """A message that ended without its hook, and one deleted while running, are recorded by the sweep."""
+    from shared.settings import Settings
+    from workers.feeder import Feeder
+
+    batches = BatchStore(store.redis, window=2, head_requests=0)
+    outcomes = Outcomes(store, batches, WebhookStore(store.redis))
+    feeder = Feeder(outcomes, REGISTRY, TaskMessages(), Settings(), "test")
+    batch_id = batches.create("anonymous", _requests(3))
+    feeder.visit(batch_id)
+    _finish(store, f"{batch_id}.r0", "completed")
+    store.delete(f"{batch_id}.r1")
+    feeder.visit(batch_id)  # records both, then feeds the third
+    meta = batches.get("anonymous", batch_id)
+    assert meta is not None and (meta["succeeded"], meta["errored"], meta["fed"]) == ("1", "1", "3")
+    assert batches.inflight(batch_id) == [f"{batch_id}.r2"]
