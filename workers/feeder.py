@@ -125,11 +125,15 @@ class FeederThread:
 
     def _run(self) -> None:
         interval = self.feeder.settings.batch_feed_interval_seconds
+        failing = False
         while not self.stopped.wait(interval):
             try:
                 self.feeder.tick(self.app)
-            except Exception:  # Redis down: the next tick tries again
-                log.warning("feeder tick failed", exc_info=True)
+                failing = False
+            except Exception:  # Redis down: the next tick tries again; said once per outage
+                if not failing:
+                    log.warning("feeder tick failed", exc_info=True)
+                failing = True
 
     def start(self) -> None:
         self.thread.start()
