@@ -11,7 +11,7 @@ from marshmallow import Schema
 
 from api import metrics
 from api import responses as r
-from api.views import docs, health, messages, models, page, tokens
+from api.views import batches, docs, health, messages, models, page, tokens, webhooks
 from shared.schemas import ChatBodySchema
 
 
@@ -35,6 +35,8 @@ class Route:
 
 
 ASYNC = "/v1/messages/async"
+BATCHES = "/v1/messages/batches"
+WEBHOOKS = "/v1/webhook_endpoints"
 
 ROUTES: tuple[Route, ...] = (
     Route(
@@ -100,6 +102,72 @@ ROUTES: tuple[Route, ...] = (
         "async_messages",
         "Delete a message (short form)",
         response=r.DeletedSchema,
+        errors=(404,),
+    ),
+    Route(
+        BATCHES,
+        ("POST",),
+        batches.create_batch,
+        "batches",
+        "Create a Message Batch: {requests: [{custom_id, params}]}",
+        errors=(400, 413),
+    ),
+    Route(BATCHES, ("GET",), batches.list_batches, "batches", "List batches, newest first", errors=(400,)),
+    Route(f"{BATCHES}/<batch_id>", ("GET",), batches.get_batch, "batches", "A batch", errors=(404,)),
+    Route(
+        f"{BATCHES}/<batch_id>/cancel",
+        ("POST",),
+        batches.cancel_batch,
+        "batches",
+        "Cancel a batch: stop what has not run",
+        errors=(404,),
+    ),
+    Route(
+        f"{BATCHES}/<batch_id>",
+        ("DELETE",),
+        batches.delete_batch,
+        "batches",
+        "Delete an ended batch",
+        errors=(400, 404),
+    ),
+    Route(
+        f"{BATCHES}/<batch_id>/results",
+        ("GET",),
+        batches.batch_results,
+        "batches",
+        "The results as JSONL, once ended",
+        media="application/x-jsonl",
+        errors=(400, 404),
+    ),
+    Route(
+        f"{BATCHES}/<batch_id>/requests",
+        ("GET",),
+        batches.list_batch_requests,
+        "batches",
+        "A page of a batch's requests and their message ids and states (offset, limit; Sluice extension)",
+        errors=(400, 404),
+    ),
+    Route(
+        WEBHOOKS,
+        ("POST",),
+        webhooks.create_endpoint,
+        "webhooks",
+        "Register a webhook endpoint: {url, events?, description?}",
+        errors=(400,),
+    ),
+    Route(
+        WEBHOOKS,
+        ("GET",),
+        webhooks.list_endpoints,
+        "webhooks",
+        "The webhook endpoints and their delivery state",
+    ),
+    Route(
+        f"{WEBHOOKS}/<endpoint_id>",
+        ("DELETE",),
+        webhooks.delete_endpoint,
+        "webhooks",
+        "Delete a webhook endpoint",
         errors=(404,),
     ),
     Route("/health", ("GET",), health.health, "health", "Liveness", response=r.HealthSchema),

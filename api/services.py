@@ -16,19 +16,23 @@ from api.auth import current_tenant, is_operator
 from api.errors import ApiError, InvalidRequest, NotFound, Overloaded
 from api.hub import Hub, hub_client
 from api.limits import RateLimited, StreamSlots
+from shared.batches import BatchStore
 from shared.broker import TaskMessages
 from shared.keys import public_id, scoped_id
 from shared.models import ModelRegistry, load_registry
+from shared.outcomes import Outcomes
 from shared.priority import Placement, place
 from shared.settings import Settings
 from shared.store import (
     ANONYMOUS,
+    CANCELLED,
     PROCESSING,
     TERMINAL_STATUSES,
     Admission,
     Limits,
     MessageStore,
 )
+from shared.webhooks import WebhookStore
 
 #: How long a cancel call waits for a running generation to reach its terminal state.
 CANCEL_WAIT_SECONDS = 5.0
@@ -50,6 +54,8 @@ class Services:
     tasks: TaskMessages
     hub: Hub
     streams: StreamSlots
+    batches: BatchStore
+    outcomes: Outcomes
 
 
 def build_services(settings: Settings) -> Services:
@@ -81,7 +87,10 @@ def build_services(settings: Settings) -> Services:
     )
     # A stream renews its slot at least every ping interval; the lease outlives a few of those.
     slots = StreamSlots(client, settings.max_streams_per_key, max(60.0, 4 * settings.ping_interval_seconds))
-    return Services(settings, client, store, load_registry(settings), TaskMessages(), hub, slots)
+    batches = BatchStore.for_settings(client, settings)
+    outcomes = Outcomes(store, batches, WebhookStore(client))
+    registry = load_registry(settings)
+    return Services(settings, client, store, registry, TaskMessages(), hub, slots, batches, outcomes)
 
 
 def services() -> Services:
@@ -253,6 +262,8 @@ def cancel(svc: Services, message_id: str) -> str:
     while status == PROCESSING and time.monotonic() < deadline:
         time.sleep(0.01)
         status = svc.store.get_field(sid, "status") or status
+    if status == CANCELLED:  # ended here when it was pending: its batch result and webhook event
+        svc.outcomes.message_ended(sid)
     return status
 
 
@@ -280,6 +291,9 @@ def status_body(message_id: str, status: dict[str, str]) -> dict[str, Any]:
     for name in numbers:
         if name in status:
             metadata[name] = float(status[name]) if "." in status[name] else int(status[name])
+    if status.get("batch_id"):
+        metadata["batch_id"] = status["batch_id"]
+        metadata["custom_id"] = status.get("custom_id")
     for name in ("worker", "started_at", "stop_reason", "model_ran"):
         if name in status:
             metadata[name] = status[name]

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 ASYNC = "/v1/messages/async"
+BATCHES = "/v1/messages/batches"
 
 
 class ClientError(Exception):
@@ -147,6 +148,29 @@ class SluiceClient:
     def delete(self, message_id: str) -> dict[str, Any]:
         """DELETE .../delete."""
         return self._call("DELETE", f"{ASYNC}/{message_id}/delete")
+
+    def batch_create(self, requests: list[dict[str, Any]]) -> dict[str, Any]:
+        """POST /v1/messages/batches; the MessageBatch."""
+        return self._call("POST", BATCHES, json={"requests": requests})
+
+    def batch(self, batch_id: str) -> dict[str, Any]:
+        """GET /v1/messages/batches/{id}."""
+        return self._call("GET", f"{BATCHES}/{batch_id}")
+
+    def batch_cancel(self, batch_id: str) -> dict[str, Any]:
+        """POST /v1/messages/batches/{id}/cancel."""
+        return self._call("POST", f"{BATCHES}/{batch_id}/cancel")
+
+    def batch_results(self, batch_id: str) -> Iterator[str]:
+        """The results file's lines, streamed."""
+        try:
+            with self._http.stream("GET", f"{BATCHES}/{batch_id}/results") as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise api_error(response)
+                yield from (line for line in response.iter_lines() if line.strip())
+        except httpx.HTTPError as exc:
+            raise Unreachable(describe(exc)) from None
 
     @contextmanager
     def stream(self, message_id: str, after: str | None, read_timeout: float) -> Iterator[Iterator[Frame]]:

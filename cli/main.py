@@ -204,3 +204,76 @@ def delete(message_id: str, url: str, api_key: str | None, as_json: bool) -> Non
     with SluiceClient(url, api_key) as client:
         answer = client.delete(message_id)
     answer_out(answer, as_json, f"{message_id}: deleted")
+
+
+@main.group()
+def batch() -> None:
+    """Message Batches: submit a JSONL file of requests, follow it, read its results."""
+
+
+def batch_requests(lines: list[str]) -> list[dict[str, Any]]:
+    """Requests from JSONL lines: ``{custom_id, params}`` as is, or a bare ChatBody (``custom_id`` =
+    ``line-<n>``); blank lines are skipped."""
+    requests: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise click.BadParameter(f"line {number} is not JSON: {exc}") from None
+        if not isinstance(item, dict):
+            raise click.BadParameter(f"line {number} is not a JSON object")
+        requests.append(item if "params" in item else {"custom_id": f"line-{number}", "params": item})
+    return requests
+
+
+def batch_line(answer: dict[str, Any]) -> str:
+    """One line for people: id, state and the counts that are not zero."""
+    counts = ", ".join(f"{k} {v}" for k, v in answer["request_counts"].items() if v)
+    return f"{answer['id']}: {answer['processing_status']} ({counts or 'empty'})"
+
+
+@batch.command("submit")
+@click.argument("path", type=click.File("r"))
+@connection_options
+@reports_errors
+def batch_submit(path: Any, url: str, api_key: str | None, as_json: bool) -> None:
+    """Create a batch from PATH (JSONL, - reads stdin) and print its id."""
+    requests = batch_requests(path.read().splitlines())
+    with SluiceClient(url, api_key, timeout=300) as client:
+        answer = client.batch_create(requests)
+    answer_out(answer, as_json, answer["id"])
+
+
+@batch.command("status")
+@click.argument("batch_id")
+@connection_options
+@reports_errors
+def batch_status(batch_id: str, url: str, api_key: str | None, as_json: bool) -> None:
+    """Show BATCH_ID's processing status and request counts."""
+    with SluiceClient(url, api_key) as client:
+        answer = client.batch(batch_id)
+    answer_out(answer, as_json, batch_line(answer))
+
+
+@batch.command("results")
+@click.argument("batch_id")
+@connection_options
+@reports_errors
+def batch_results(batch_id: str, url: str, api_key: str | None, as_json: bool) -> None:
+    """Print BATCH_ID's results as JSONL, one line per request (once it has ended)."""
+    with SluiceClient(url, api_key) as client:
+        for line in client.batch_results(batch_id):
+            click.echo(line)
+
+
+@batch.command("cancel")
+@click.argument("batch_id")
+@connection_options
+@reports_errors
+def batch_cancel(batch_id: str, url: str, api_key: str | None, as_json: bool) -> None:
+    """Cancel BATCH_ID: what has not run never will."""
+    with SluiceClient(url, api_key) as client:
+        answer = client.batch_cancel(batch_id)
+    answer_out(answer, as_json, batch_line(answer))

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.stack import ROOT, Stack, free_port, port_open
-from shared.celery_config import LOCAL_QUEUE
+from shared.celery_config import LOCAL_QUEUE, WEBHOOK_QUEUE
 from shared.models import ModelRegistry, RegistryError, load_registry
 from shared.settings import Settings, SettingsError, load_settings
 
 #: Providers that compute on this machine's CPU: their queues go to prefork workers.
 LOCAL_PROVIDERS = frozenset({"llama_cpp"})
+#: Threads of the webhook worker: deliveries wait on the network, never on a CPU.
+WEBHOOK_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -28,10 +30,13 @@ class WorkerPlan:
     queues: tuple[str, ...]
     pool: str
     concurrency: int
+    #: Serves Prometheus metrics (at SLUICE_WORKER_METRICS_PORT + its index) when those are on.
+    metrics: bool = True
 
 
 def worker_plan(registry: ModelRegistry, settings: Settings) -> list[WorkerPlan]:
-    """The local prefork worker always; a thread-pool worker for queues of upstream models."""
+    """The local prefork worker always; a thread-pool worker for queues of upstream models; a small
+    thread-pool worker for webhook deliveries, so a slow endpoint never holds a generation slot."""
     local = {LOCAL_QUEUE} | {spec.queue for spec in registry if spec.provider in LOCAL_PROVIDERS}
     upstream = registry.queues() - local
     plans = [WorkerPlan("local", tuple(sorted(local)), "prefork", settings.worker_concurrency)]
@@ -39,6 +44,7 @@ def worker_plan(registry: ModelRegistry, settings: Settings) -> list[WorkerPlan]
         plans.append(
             WorkerPlan("upstream", tuple(sorted(upstream)), "threads", settings.upstream_concurrency)
         )
+    plans.append(WorkerPlan("webhooks", (WEBHOOK_QUEUE,), "threads", WEBHOOK_CONCURRENCY, metrics=False))
     return plans
 
 
@@ -60,7 +66,11 @@ def main() -> int:
             url = stack.start_redis(free_port() if port_open(6379) else 6379)
             print(f"redis:   {url} (data in {var_dir / 'logs' / 'redis'})")
         for index, plan in enumerate(worker_plan(registry, settings)):
-            port = settings.worker_metrics_port + index if settings.worker_metrics_port else None
+            port = (
+                settings.worker_metrics_port + index
+                if settings.worker_metrics_port and plan.metrics
+                else None
+            )
             stack.start_worker(
                 plan.name,
                 queues=",".join(plan.queues),

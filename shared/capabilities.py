@@ -19,6 +19,7 @@ from typing import Any
 
 from shared.grammar import SchemaLimits, constrained_schemas, grammar_problems
 from shared.models import ModelRegistry, ModelSpec
+from shared.outbound import url_source_problems
 from shared.schemas import BodyInvalid, load_chat_body, problem
 from shared.schemas.errors import Loc
 from shared.schemas.options import is_schema_wrapper
@@ -217,12 +218,20 @@ def output_schema_loc(payload: Any) -> Loc:
 
 
 def load_request(
-    payload: Any, registry: ModelRegistry, limits: SchemaLimits | None = None
+    payload: Any,
+    registry: ModelRegistry,
+    limits: SchemaLimits | None = None,
+    *,
+    allow_private_urls: bool = False,
 ) -> tuple[dict[str, Any], ModelSpec]:
-    """Validate a ChatBody completely: schema, known model, what that model can honour, and what
-    each JSON Schema in it may cost (``limits``, the defaults when None)."""
+    """Validate a ChatBody completely: schema, known model, what that model can honour, what each
+    JSON Schema in it may cost (``limits``, the defaults when None), and the outbound URL policy
+    for ``url`` sources (``SLUICE_UPSTREAM_ALLOW_PRIVATE_URLS``)."""
     body = load_chat_body(payload, registry.names(), limits)
     spec = registry.resolve(body["model"])
     assert spec is not None, "load_chat_body checked the model"
+    refused = url_source_problems(body, allow_private=allow_private_urls)
+    if refused:
+        raise BodyInvalid(refused)
     check_capabilities(body, spec, limits, output_schema_loc(payload))
     return body, spec

@@ -10,6 +10,10 @@ from shared.settings import Settings
 
 #: The task that runs one generation; sent by name, carrying only the message id.
 GENERATE_TASK = "sluice.generate"
+#: The task that POSTs one webhook delivery; sent by name, carrying only the delivery id.
+WEBHOOK_TASK = "sluice.webhook"
+#: Queue of webhook deliveries: I/O only, served apart so a slow endpoint never holds a generation slot.
+WEBHOOK_QUEUE = "sluice.webhooks"
 #: Task header carrying the request's correlation id. Not ``correlation_id``: Celery's worker
 #: overwrites that name with the AMQP property of the same name (the task id).
 CORRELATION_HEADER = "sluice_correlation_id"

@@ -146,3 +146,84 @@ def broker_list(queue: str, band: int) -> str:
     Band 0 is the bare queue name; band N > 0 is ``<queue>:N`` (kombu's ``_q_for_pri``).
     """
     return f"{queue}{BROKER_SEP}{band}" if band else queue
+
+
+# -- Message Batches (shared/batches.py) ---------------------------------------------------------
+
+#: Sorted set of the storage ids of batches still in progress or canceling, scored by creation:
+#: what the feeder walks.
+BATCHES_ACTIVE = f"{PREFIX}:batches:active"
+#: String with a lease: the worker whose feeder runs now (one at a time).
+FEEDER_LEADER = f"{PREFIX}:batches:feeder"
+
+
+def tenant_batches(tenant: str) -> str:
+    """Sorted set of a tenant's batch public ids scored by creation (the list, newest first)."""
+    return f"{PREFIX}:tenant:{{{tenant}}}:batches"
+
+
+@dataclass(frozen=True)
+class BatchKeys:
+    """The keys of one batch (storage id ``<tenant>/<batch id>``, or the id when anonymous)."""
+
+    batch_id: str
+
+    @property
+    def _base(self) -> str:
+        return f"{PREFIX}:batch:{{{self.batch_id}}}"
+
+    @property
+    def meta(self) -> str:
+        """Hash: state, timestamps, counters and the feed cursor."""
+        return f"{self._base}:meta"
+
+    @property
+    def requests(self) -> str:
+        """List: each request's ``params`` JSON, in submission order."""
+        return f"{self._base}:requests"
+
+    @property
+    def custom_ids(self) -> str:
+        """List: each request's ``custom_id``, in submission order."""
+        return f"{self._base}:custom_ids"
+
+    @property
+    def inflight(self) -> str:
+        """Set: storage ids of the batch's messages fed to the queue and not yet recorded."""
+        return f"{self._base}:inflight"
+
+    @property
+    def results(self) -> str:
+        """Hash: request index → its result JSON (the line of the results file, without ``custom_id``)."""
+        return f"{self._base}:results"
+
+    def all(self) -> tuple[str, ...]:
+        """Every key of the batch, for TTLs and deletion."""
+        return (self.meta, self.requests, self.custom_ids, self.inflight, self.results)
+
+
+def batch_keys(batch_id: str) -> BatchKeys:
+    """The keys of the batch whose storage id is ``batch_id``."""
+    return BatchKeys(batch_id)
+
+
+# -- Webhooks (shared/webhooks.py) ---------------------------------------------------------------
+
+
+def webhook_endpoints(tenant: str) -> str:
+    """Hash: endpoint id → the endpoint's JSON (url, events, secret...)."""
+    return f"{PREFIX}:tenant:{{{tenant}}}:webhooks"
+
+
+def webhook_state(tenant: str) -> str:
+    """Hash: ``<endpoint id>:<counter>`` → delivery state (attempts, last status...)."""
+    return f"{PREFIX}:tenant:{{{tenant}}}:webhook_state"
+
+
+#: Sorted set of delivery ids scored by when they are next due (the outbox the heartbeat re-drives).
+WEBHOOK_OUTBOX = f"{PREFIX}:webhooks:outbox"
+
+
+def webhook_delivery(delivery_id: str) -> str:
+    """Hash: one delivery: tenant, endpoint, event body, attempts."""
+    return f"{PREFIX}:webhooks:delivery:{delivery_id}"

@@ -79,6 +79,26 @@ class Settings:
     schema_max_nodes: int = 1000
     grammar_max_bytes: int = 262_144
     grammar_compile_seconds: float = 5.0
+    # Message Batches and webhooks (docs/BATCHES.md).
+    batch_max_requests: int = 100_000
+    # A batch create's body may be larger than a single message's (the smaller of the two caps wins).
+    batch_max_body_bytes: int = 67_108_864
+    batch_expiry_seconds: int = 86400
+    # How long an ended batch's results stay readable.
+    batch_retention_seconds: int = 86400
+    # Requests of one batch waiting in the queue or running at once (the feeder tops the window up).
+    batch_window: int = 8
+    # All batches together hold at most this many messages queued or running (0 = no cap): set it
+    # below the workers' slots to keep capacity free for interactive traffic.
+    batch_max_inflight: int = 0
+    # The first N requests of every batch run one band above the rest: a small batch is not held
+    # behind a huge one that already had its share (least-attained-service).
+    batch_head_requests: int = 20
+    batch_feed_interval_seconds: float = 0.2
+    webhook_retry_schedule: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    webhook_timeout_seconds: float = 10.0
+    webhook_allow_private: bool = False
+    upstream_allow_private_urls: bool = False
 
 
 def _parse_bool(raw: str) -> bool:
@@ -136,6 +156,13 @@ def _parse_optional_str(raw: str) -> str | None:
     return raw or None
 
 
+def _parse_schedule(raw: str) -> tuple[int, ...]:
+    values = tuple(int(part) for part in raw.split(",") if part.strip())
+    if not values or min(values) < 0:
+        raise ValueError(f"expected comma-separated seconds >= 0, got {raw!r}")
+    return values
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "host": str,
     "port": _parse_port,
@@ -184,6 +211,18 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "schema_max_nodes": _parse_positive_int,
     "grammar_max_bytes": _parse_positive_int,
     "grammar_compile_seconds": _parse_positive_float,
+    "batch_max_requests": _parse_positive_int,
+    "batch_max_body_bytes": _parse_positive_int,
+    "batch_expiry_seconds": _parse_positive_int,
+    "batch_retention_seconds": _parse_positive_int,
+    "batch_window": _parse_positive_int,
+    "batch_head_requests": _parse_non_negative_int,
+    "batch_max_inflight": _parse_non_negative_int,
+    "batch_feed_interval_seconds": _parse_positive_float,
+    "webhook_retry_schedule": _parse_schedule,
+    "webhook_timeout_seconds": _parse_positive_float,
+    "webhook_allow_private": _parse_bool,
+    "upstream_allow_private_urls": _parse_bool,
 }
 
 ENV_PREFIX = "SLUICE_"

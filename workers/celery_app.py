@@ -10,12 +10,13 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Queue
 
-from shared.celery_config import CORRELATION_HEADER, LOCAL_QUEUE, celery_config
+from shared.celery_config import CORRELATION_HEADER, LOCAL_QUEUE, WEBHOOK_QUEUE, celery_config
 from shared.leases import Leases
 from shared.logging import bind_message, clear_message, configure_logging
 from shared.models import load_registry
 from shared.settings import Settings, load_settings
 from workers import metrics
+from workers.feeder import Feeder, FeederThread
 from workers.reaper import requeue_lapsed
 from workers.runtime import Runtime, build_runtime
 
@@ -29,7 +30,7 @@ def create_celery(settings: Settings) -> Celery:
     """The worker-side Celery app for ``settings``; connects to nothing until it runs."""
     app = Celery("sluice", set_as_current=True)
     app.conf.update(celery_config(settings))
-    queues = {LOCAL_QUEUE} | load_registry(settings).queues()
+    queues = {LOCAL_QUEUE, WEBHOOK_QUEUE} | load_registry(settings).queues()
     app.conf.task_queues = [Queue(name) for name in sorted(queues)]
     app.conf.sluice_settings = settings
     app.conf.include = ["workers.tasks"]
@@ -100,6 +101,7 @@ class _Heartbeat:
 
 
 _heartbeat: _Heartbeat | None = None
+_feeder: FeederThread | None = None
 
 
 @signals.worker_ready.connect
@@ -110,6 +112,14 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     )
     _heartbeat.thread.start()
     settings = load_settings()
+    global _feeder
+    runtime = build_runtime(settings)
+    assert runtime.outcomes is not None
+    feeder = Feeder(
+        runtime.outcomes, runtime.registry, runtime.tasks, settings, _heartbeat.hostname + f":{os.getpid()}"
+    )
+    _feeder = FeederThread(feeder, getattr(sender, "app", None))
+    _feeder.start()
     if settings.worker_metrics_port:
         pool = type(getattr(sender, "pool", None)).__module__.rsplit(".", 1)[-1]
         metrics.serve(settings.worker_metrics_port, settings.host, pool)
@@ -120,3 +130,5 @@ def _stop_heartbeat(**_: Any) -> None:
     if _heartbeat is not None:
         _heartbeat.stopped.set()
         _heartbeat.thread.join(timeout=2)
+    if _feeder is not None:
+        _feeder.stop()

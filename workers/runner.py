@@ -112,6 +112,22 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
     return outcome.status
 
 
+def after_run(runtime: Runtime, message_id: str, status: str) -> int:
+    """After a run: the message's batch result and webhook event, then its batch's window is
+    topped up at once; returns the webhook deliveries queued. Failures are logged only: the
+    feeder's sweep records what this missed."""
+    if status not in TERMINAL_STATUSES or runtime.outcomes is None:
+        return 0
+    try:
+        ended = runtime.outcomes.message_ended(message_id)
+        if ended.batch_sid:
+            runtime.outcomes.batches.feed(ended.batch_sid, runtime.store, runtime.tasks, runtime.registry)
+        return ended.deliveries
+    except Exception:
+        log.warning("after-run bookkeeping failed", extra={"message_id": message_id}, exc_info=True)
+        return 0
+
+
 def _end_cancelled(sink: BoundSink, state: ResumeState) -> str:
     """End a message that was cancelled while its worker was gone."""
     opening: list[ev.Event] = []

@@ -8,9 +8,13 @@ from typing import Any
 
 import redis
 
+from shared.batches import BatchStore
+from shared.broker import TaskMessages
 from shared.models import ModelRegistry, ModelSpec, load_registry
+from shared.outcomes import Outcomes
 from shared.settings import Settings
 from shared.store import MessageStore
+from shared.webhooks import WebhookStore
 from workers.providers.base import Provider
 from workers.providers.registry import build_provider
 
@@ -43,6 +47,9 @@ class Runtime:
     settings: Settings
     store: MessageStore
     registry: ModelRegistry
+    #: What a message's end touches besides the message: its batch and webhooks (None: nothing).
+    outcomes: Outcomes | None = None
+    tasks: TaskMessages = field(default_factory=TaskMessages)
     _providers: dict[str, Provider] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -62,5 +69,8 @@ class Runtime:
 
 def build_runtime(settings: Settings, **overrides: Any) -> Runtime:
     """A runtime for ``settings``."""
-    store = message_store(settings, redis_client(settings))
+    client = redis_client(settings)
+    store = message_store(settings, client)
+    outcomes = Outcomes(store, BatchStore.for_settings(client, settings), WebhookStore(client))
+    overrides.setdefault("outcomes", outcomes)
     return Runtime(settings=settings, store=store, registry=load_registry(settings), **overrides)

@@ -370,6 +370,43 @@ async function onDelete() {
   }
 }
 
+const BATCHES = "/v1/messages/batches";
+const BATCH_PAGE = 100;
+let batchShown = { id: null, offset: 0 };
+
+/** The batch's state line and a page of its requests, each with a button that follows its message live. */
+async function showBatch(batchId, offset) {
+  $("batch-error").textContent = "";
+  try {
+    const id = encodeURIComponent(batchId);
+    const batch = await api("GET", `${BATCHES}/${id}`);
+    const counts = Object.entries(batch.request_counts).filter(([, n]) => n).map(([k, n]) => `${k} ${n}`);
+    $("batch-state").textContent = `${batch.processing_status}: ${counts.join(", ") || "empty"}`;
+    const page = await api("GET", `${BATCHES}/${id}/requests?offset=${offset}&limit=${BATCH_PAGE}`);
+    const list = $("batch-requests");
+    if (offset === 0) list.replaceChildren();
+    for (const item of page.data) {
+      const row = document.createElement("li");
+      const name = document.createElement("code");
+      name.textContent = item.custom_id;
+      const badge = document.createElement("span");
+      badge.className = `badge ${item.status}`;
+      badge.textContent = item.status;
+      const open = document.createElement("button");
+      open.type = "button";
+      open.textContent = "Open";
+      open.disabled = item.status === "waiting";
+      open.addEventListener("click", () => follow(item.message_id));
+      row.append(name, badge, open);
+      list.append(row);
+    }
+    batchShown = { id: batchId, offset: offset + page.data.length };
+    $("batch-more").hidden = batchShown.offset >= page.total;
+  } catch (error) {
+    $("batch-error").textContent = error.message;
+  }
+}
+
 /** The model picker: ids from GET /v1/models, or just "default" when that is missing or refused. */
 async function loadModels() {
   let ids = [];
@@ -410,6 +447,12 @@ function init() {
     const id = $("follow-id").value.trim();
     if (id) follow(id);
   });
+  $("batch-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const id = $("batch-id").value.trim();
+    if (id) showBatch(id, 0);
+  });
+  $("batch-more").addEventListener("click", () => showBatch(batchShown.id, batchShown.offset));
   $("cancel").addEventListener("click", onCancel);
   $("delete").addEventListener("click", onDelete);
   showKeyState();

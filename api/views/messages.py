@@ -36,7 +36,12 @@ SYNC_POLL_SECONDS = 1.0
 
 def load_chat_request(svc: Services) -> tuple[dict[str, Any], ModelSpec]:
     """The request's ChatBody, validated completely, with this deployment's schema caps."""
-    return load_request(json_body(), svc.registry, SchemaLimits.from_settings(svc.settings))
+    return load_request(
+        json_body(),
+        svc.registry,
+        SchemaLimits.from_settings(svc.settings),
+        allow_private_urls=svc.settings.upstream_allow_private_urls,
+    )
 
 
 def _chat_body(svc: Services) -> dict[str, Any]:

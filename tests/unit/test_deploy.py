@@ -60,7 +60,14 @@ def option(argv: list[str], name: str) -> str:
 def test_compose_file_follows_the_compose_specification():
     """The compose file (YAML merge keys resolved, as Compose does) parses as a valid Compose project."""
     project = PyCompose.from_json(json.dumps(compose()))
-    assert set(project.service_names()) == {"redis", "api", "worker", "worker-upstream", "flower"}
+    assert set(project.service_names()) == {
+        "redis",
+        "api",
+        "worker",
+        "worker-upstream",
+        "worker-webhooks",
+        "flower",
+    }
     project.to_spec()
 
 

@@ -12,7 +12,8 @@ def test_only_the_local_worker_without_upstream_models():
     settings = Settings(worker_concurrency=2)
     plans = worker_plan(load_registry(settings), settings)
     assert [(p.name, p.queues, p.pool, p.concurrency) for p in plans] == [
-        ("local", ("sluice.local",), "prefork", 2)
+        ("local", ("sluice.local",), "prefork", 2),
+        ("webhooks", ("sluice.webhooks",), "threads", 8),
     ]
 
 

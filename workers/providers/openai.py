@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 
 from shared.models import ModelSpec
+from shared.outbound import UrlRefused, check_resolved
+from shared.settings import load_settings
 from workers.providers.base import Finished, ProviderError, ProviderEvent, ProviderStream, Started
 from workers.providers.openai_translate import ChunkTranslator, to_openai_request
 from workers.providers.upstream import (
@@ -46,6 +48,21 @@ def sse_data(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
             raise UpstreamProtocolError(f"upstream sent a chunk that is not JSON: {data[:200]!r}") from None
 
 
+def check_image_urls(body: dict[str, Any], *, allow_private: bool = False) -> None:
+    """Refuse (``ProviderError``) an ``image_url`` whose host resolves to a private address: the
+    upstream would fetch it from inside our network. ``data:`` URLs are not fetched."""
+    for message in body.get("messages") or ():
+        content = message.get("content")
+        for part in content if isinstance(content, list) else ():
+            url = str((part.get("image_url") or {}).get("url", "")) if isinstance(part, dict) else ""
+            if not url or url.startswith("data:"):
+                continue
+            try:
+                check_resolved(url, allow_private=allow_private)
+            except UrlRefused as exc:
+                raise ProviderError(f"image url refused by the outbound URL policy: {exc}") from None
+
+
 @dataclass
 class _Opened:
     """An upstream stream that has produced its first events (or ended)."""
@@ -63,6 +80,8 @@ class OpenAIProvider:
     spec: ModelSpec
     client: httpx.Client
     slots: threading.BoundedSemaphore | None = None
+    # SLUICE_UPSTREAM_ALLOW_PRIVATE_URLS, read once when the provider is built (after the fork).
+    allow_private_urls: bool = field(default_factory=lambda: load_settings().upstream_allow_private_urls)
     _url: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -125,6 +144,7 @@ class OpenAIProvider:
             max_tokens=max_tokens,
             options=dict(self.spec.options),
         )
+        check_image_urls(body, allow_private=self.allow_private_urls)
         yield from retried_stream(lambda: self._open(body), self.spec, self.slots, self._events)
 
     def _events(self, opened: _Opened) -> ProviderStream:
