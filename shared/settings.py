@@ -18,9 +18,10 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8000
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Secrets (a Redis password in the URL, Flower's user:password) never appear in repr().
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     flower_port: int = 5555
-    flower_basic_auth: str | None = None
+    flower_basic_auth: str | None = field(default=None, repr=False)
     worker_concurrency: int = 1
     retention_seconds: int = 3600
     # How long an accepted message may wait or run before its keys expire regardless.
@@ -61,6 +62,8 @@ class Settings:
     rate_limit_burst: int = 0
     max_concurrent_per_key: int = 0
     max_queue_depth: int = 0
+    # Deploy safety (docs/DEPLOY.md): serve without keys on a non-loopback SLUICE_HOST only if true.
+    allow_open_api: bool = False
 
 
 def _parse_bool(raw: str) -> bool:
@@ -148,6 +151,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "rate_limit_burst": _parse_non_negative_int,
     "max_concurrent_per_key": _parse_non_negative_int,
     "max_queue_depth": _parse_non_negative_int,
+    "allow_open_api": _parse_bool,
 }
 
 ENV_PREFIX = "SLUICE_"
