@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -51,6 +52,31 @@ def by_kind(kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in manifests() if d["kind"] == kind}
 
 
+def redis_server_args(script: str) -> list[str]:
+    """The arguments of the ``exec redis-server - ...`` line of a Redis start script."""
+    (line,) = [line for line in script.splitlines() if line.startswith("exec redis-server")]
+    return shlex.split(line.split("<<", 1)[0])[2:]
+
+
+def compose_redis_script() -> str:
+    """The compose Redis service's start script, with Compose's ``$$`` escapes undone."""
+    command = compose()["services"]["redis"]["command"]
+    assert command[:2] == ["sh", "-c"]
+    return str(command[2]).replace("$$", "$")
+
+
+def k8s_redis_container() -> dict[str, Any]:
+    container: dict[str, Any] = by_kind("StatefulSet")["redis"]["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def k8s_redis_script() -> str:
+    """The Kubernetes Redis container's start script."""
+    container = k8s_redis_container()
+    assert container["command"] == ["sh", "-c"]
+    return str(container["args"][0])
+
+
 def option(argv: list[str], name: str) -> str:
     """The value of ``--name=value`` in a worker command."""
     (value,) = [a.split("=", 1)[1] for a in argv if a.startswith(f"--{name}=")]
@@ -65,11 +91,12 @@ def test_compose_file_follows_the_compose_specification():
 
 
 def test_compose_redis_keeps_data_and_never_evicts():
-    """Redis runs with AOF on and ``noeviction`` on a named volume."""
+    """Redis runs with AOF on, a maxmemory and ``noeviction`` on a named volume."""
     redis = compose()["services"]["redis"]
-    command = redis["command"].split()
-    assert command[command.index("--appendonly") + 1] == "yes"
-    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    args = redis_server_args(compose_redis_script())
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    assert args[args.index("--maxmemory") + 1].endswith("mb")
     assert any(v.endswith(":/data") for v in redis["volumes"])
 
 
@@ -117,8 +144,12 @@ def test_image_commands_name_modules_that_exist():
     assert os.access(DEPLOY / "docker-entrypoint.sh", os.X_OK)
 
 
+#: KEDA's custom resources: no built-in schema to check them against.
+KEDA_KINDS = {"ScaledObject", "TriggerAuthentication"}
+
+
 @pytest.mark.parametrize(
-    "doc", [d for d in manifests() if d["kind"] != "ScaledObject"], ids=lambda d: d["kind"]
+    "doc", [d for d in manifests() if d["kind"] not in KEDA_KINDS], ids=lambda d: d["kind"]
 )
 def test_kubernetes_manifests_validate_strictly(doc):
     """Each built-in resource validates against Kubernetes' schema, unknown fields refused."""
@@ -137,14 +168,19 @@ def test_worker_deployments_consume_the_queues_their_scalers_watch():
         lists = [t["metadata"]["listName"] for t in obj["spec"]["triggers"] if t["type"] == "redis"]
         assert lists == [broker_list(queue, band) for band in PRIORITY_STEPS]
         assert all(t["metadata"]["address"].startswith("redis.sluice.svc") for t in obj["spec"]["triggers"])
+        assert {t["authenticationRef"]["name"] for t in obj["spec"]["triggers"]} == {"sluice-redis"}
 
 
 def test_kubernetes_redis_never_evicts_and_appends_only():
-    """The Redis StatefulSet runs with AOF and ``noeviction`` on a persistent volume."""
+    """The Redis StatefulSet runs with AOF, a maxmemory below its limit and ``noeviction`` on a volume."""
     redis = by_kind("StatefulSet")["redis"]
-    args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = redis_server_args(k8s_redis_script())
     assert args[args.index("--appendonly") + 1] == "yes"
     assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    maxmemory = args[args.index("--maxmemory") + 1]
+    limit = k8s_redis_container()["resources"]["limits"]["memory"]
+    assert maxmemory.endswith("mb") and limit.endswith("Gi")
+    assert int(maxmemory[:-2]) * 2**20 < int(limit[:-2]) * 2**30
     assert redis["spec"]["volumeClaimTemplates"]
 
 
