@@ -43,7 +43,9 @@ def generate() -> list[SecretFile]:
         ),
         SecretFile("api.env", "sluice-api-keys", {"SLUICE_API_KEYS": "sk-sluice-" + secrets.token_hex(24)}),
         # Flower reads FLOWER_<OPTION> variables: this is its --basic-auth, off the command line.
-        SecretFile("flower.env", "sluice-flower", {"FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{secrets.token_hex(16)}"}),
+        SecretFile(
+            "flower.env", "sluice-flower", {"FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{secrets.token_hex(16)}"}
+        ),
     ]
 
 
@@ -79,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     print("docker compose -f deploy/docker-compose.yml up    (reads them as env_file)")
     print("Kubernetes:  kubectl create namespace sluice")
     for f in files:
-        print(f"  kubectl -n sluice create secret generic {f.k8s_secret} --from-env-file={args.dir / f.filename}")
+        source = args.dir / f.filename
+        print(f"  kubectl -n sluice create secret generic {f.k8s_secret} --from-env-file={source}")
     return 0
 
 

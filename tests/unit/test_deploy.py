@@ -337,12 +337,16 @@ def test_network_policy_lets_only_sluice_pods_and_keda_reach_redis():
         for c in pod_containers(doc)
         if "SLUICE_REDIS_URL" in secret_env(c)
     }
-    assert in_namespace == clients == {
-        "sluice-api",
-        "sluice-worker-local",
-        "sluice-worker-upstream",
-        "sluice-flower",
-    }
+    assert (
+        in_namespace
+        == clients
+        == {
+            "sluice-api",
+            "sluice-worker-local",
+            "sluice-worker-upstream",
+            "sluice-flower",
+        }
+    )
 
 
 def test_flower_is_internal_and_fenced_to_ops_namespaces():
@@ -360,7 +364,7 @@ def test_make_secrets_writes_private_files_that_agree(tmp_path):
     """One password in Redis' file and in the URL; owner-only files; an existing set is not replaced."""
     folder = tmp_path / "secrets"
     assert make_secrets.main(["--dir", str(folder)]) == 0
-    files = {p.name: dict(line.split("=", 1) for line in p.read_text().splitlines()) for p in folder.iterdir()}
+    files = {p.name: dict(ln.split("=", 1) for ln in p.read_text().splitlines()) for p in folder.glob("*")}
     assert all((folder / name).stat().st_mode & 0o777 == 0o600 for name in files)
     password = files["redis.env"]["REDISCLI_AUTH"]
     assert len(password) >= 32
@@ -396,7 +400,8 @@ def test_redis_start_script_requires_the_password_without_showing_it(script, tmp
     shim.chmod(0o755)
     env = {"PATH": f"{shim.parent}:{os.environ['PATH']}", "REDISCLI_AUTH": password}
     log = (tmp_path / "redis.log").open("wb")
-    process = subprocess.Popen(["sh", "-c", script()], env=env, stdout=log, stderr=log, start_new_session=True)
+    argv = ["sh", "-c", script()]
+    process = subprocess.Popen(argv, env=env, stdout=log, stderr=log, start_new_session=True)
     try:
         wait_for(lambda: port_open(port), 20, "redis-server from the start script")
         with pytest.raises(redis.AuthenticationError):
@@ -404,7 +409,8 @@ def test_redis_start_script_requires_the_password_without_showing_it(script, tmp
         client = redis.Redis(port=port, password=password, decode_responses=True)
         assert client.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
         args = redis_server_args(script())
-        assert int(client.config_get("maxmemory")["maxmemory"]) == int(args[args.index("--maxmemory") + 1][:-2]) * 2**20
+        maxmemory_mb = int(args[args.index("--maxmemory") + 1].removesuffix("mb"))
+        assert int(client.config_get("maxmemory")["maxmemory"]) == maxmemory_mb * 2**20
         cmdlines = command_lines_of_every_process()
         assert any(f":{port}".encode() in c for c in cmdlines)  # redis-server, under its own title
         assert not any(password.encode() in c for c in cmdlines)
