@@ -164,7 +164,7 @@ def submit(
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         # Redis is the broker too; the message and its task are stored together or not at all.
         raise ApiError(503, "The task queue is unavailable; try again.") from exc
-    except redis.exceptions.OutOfMemoryError as exc:
+    except redis.exceptions.OutOfMemoryError as exc:  # type: ignore[attr-defined]  # (types-redis lags)
         # Redis at maxmemory with noeviction (docs/DEPLOY.md): refuse new work, lose none already queued.
         raise Overloaded("Storage is full; try again later.", OVERLOADED_RETRY_AFTER_SECONDS) from exc
     if admission.outcome != "created":
