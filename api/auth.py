@@ -39,13 +39,22 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _keys(raw: list[str]) -> set[str]:
+    return {line.strip() for line in raw if line.strip() and not line.strip().startswith("#")}
+
+
+def operator_digests(settings: Settings) -> frozenset[str]:
+    """Digests of the operator keys (``SLUICE_OPERATOR_API_KEYS``): keys like any other, that may
+    also use the priorities reserved for operators."""
+    return frozenset(digest(key) for key in _keys((settings.operator_api_keys or "").split(",")))
+
+
 def key_digests(settings: Settings) -> tuple[str, ...]:
-    """Digests of the configured keys (empty: auth is off)."""
+    """Digests of the configured keys, operator keys included (empty: auth is off)."""
     raw: list[str] = (settings.api_keys or "").split(",")
     if settings.api_keys_file:
         raw += Path(settings.api_keys_file).read_text().splitlines()
-    keys = {line.strip() for line in raw if line.strip() and not line.strip().startswith("#")}
-    return tuple(sorted(digest(key) for key in keys))
+    return tuple(sorted({digest(key) for key in _keys(raw)} | operator_digests(settings)))
 
 
 def presented_key() -> str | None:
@@ -67,11 +76,17 @@ def current_tenant() -> str:
     return str(g.get("tenant", ANONYMOUS))
 
 
+def is_operator() -> bool:
+    """True for an operator key, and for every request while auth is off (one tenant: the operator)."""
+    return bool(g.get("operator", current_tenant() == ANONYMOUS))
+
+
 def install_auth(app: Flask, settings: Settings) -> None:
     """Check every request's key before its view runs, when keys are configured."""
     digests = key_digests(settings)
     if not digests:
         return
+    operators = operator_digests(settings)
     open_paths = ALWAYS_OPEN if settings.protect_ops_endpoints else ALWAYS_OPEN | OPS_ENDPOINTS
 
     @app.before_request
@@ -87,3 +102,4 @@ def install_auth(app: Flask, settings: Settings) -> None:
         if not any(matches):
             raise Unauthenticated("Invalid API key.")
         g.tenant = tenant_of(wanted)
+        g.operator = wanted in operators

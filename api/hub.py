@@ -1,57 +1,56 @@
-"""The fan-out hub: one blocking Redis tail per stream per API process, fanned out in memory.
+"""The fan-out hub: a few blocking Redis readers per API process, fanned out in memory.
 
-Observers of a message do not each hold a blocked ``XREAD``. The first observer of a
-stream starts a *tail* (a thread; a greenlet under gunicorn's gevent workers, which
-patch ``threading``) that reads the stream with ``XREAD BLOCK`` on a connection of its
-own and hands every batch to each observer's bounded mailbox. A tail stops when its
-last observer leaves or right after the terminal event.
+Observers of a message do not each hold a blocked ``XREAD``. The first observer of a stream
+gives it a *tail* (its position and its observers), and a *reader* reads it: a thread (a
+greenlet under gunicorn's gevent workers, which patch ``threading``) with ``XREAD BLOCK`` on
+a connection of its own, handing every batch to each observer's bounded mailbox. An API
+process runs at most ``max_readers`` readers (``SLUICE_API_TAIL_CONNECTIONS``): up to that
+many streams get a reader each; past it, streams share the least busy reader, one ``XREAD``
+for all of its streams, so ten thousand observed streams still hold a handful of Redis
+connections. A reader learns of a stream added while it blocks through its own *wake* key,
+which it reads too. A tail ends when its last observer leaves, right after the terminal
+event, or when the message is gone.
 
-Each batch carries the id it was read after (``prev``). An observer that finds
-``prev`` beyond the last event it yielded (it joined late, or its mailbox overflowed
-because it reads slowly) catches up from Redis with ``XRANGE`` from its own last id:
-it falls behind alone, and never skips an event.
+Every batch is checked against the message's creation stamp (``epoch``) before it goes out;
+a delete writes a tombstone that wakes the readers of the stream, which then end its
+observers with ``Wake.GONE`` (see ``shared.store``).
 
 An observer that is caught up can hand the tail a *pusher* (a non-blocking writer to its
-connection, built by the HTTP layer): while its mailbox is empty, the tail writes each batch
-to it directly, one shared encoding for all, instead of waking the observer's own thread
-per batch (with a thousand observers that wake-up cost, not the writing, was the lag).
-A pusher that cannot take a batch whole keeps the rest; the tail hands the observer back
-to its mailbox, which flushes the rest first and goes on from the pusher's position.
+connection, built by the HTTP layer): while its mailbox is empty, the reader writes each
+batch to it directly, one shared encoding for all, instead of waking the observer's own
+thread per batch (with a thousand observers that wake-up cost, not the writing, was the
+lag). A pusher that cannot take a batch whole keeps the rest; the reader hands the observer
+back to its mailbox, which flushes the rest first and goes on from the pusher's position.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Protocol
 
 import redis
 
+from api.cursor import READ_COUNT, Cursor
+from api.mailbox import Batch, Mailbox, Pusher, Wake, parse_id
 from shared import events as ev
-from shared.keys import message_keys
-from shared.store import MessageStore, StoredEvent, StreamGone, epoch_of, stored_event
+from shared.keys import hub_wake, message_keys
+from shared.store import MessageStore, StoredEvent, epoch_of, stored_event
 
-#: How long one tail ``XREAD`` blocks; a tail whose observers all left lingers at most this long.
+__all__ = ["Batch", "Hub", "Mailbox", "Pusher", "Tick", "Wake", "hub_client", "parse_id"]
+
+#: How long one reader ``XREAD`` blocks; a reader whose streams all ended lingers at most this long.
 TAIL_BLOCK_MS = 2000
-#: Entries per ``XREAD``/``XRANGE`` call.
-READ_COUNT = 512
-#: Pause before a tail retries after a Redis error.
+#: Pause before a reader retries after a Redis error.
 RETRY_SECONDS = 0.5
+#: TTL of a reader's wake key (renewed by every wake).
+WAKE_TTL_SECONDS = 600
 
-
-class Wake(Enum):
-    """Why ``Mailbox.get`` returned without a batch."""
-
-    #: The wait timed out with nothing new.
-    IDLE = "idle"
-    #: Batches were dropped (a slow reader) or the tail stopped early: catch up from Redis.
-    CATCH_UP = "catch_up"
-    #: The message was deleted (or its id now names a new message): end the observer.
-    GONE = "gone"
+Stream = tuple[str, str]
+Entries = list[tuple[str, dict[str, str]]]
 
 
 class Tick(Enum):
@@ -65,133 +64,40 @@ class Tick(Enum):
     GONE = "gone"
 
 
-def parse_id(entry_id: str) -> tuple[int, int]:
-    """A stream id as ``(ms, seq)`` so ids compare in stream order."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Consecutive stream entries: every entry after ``prev`` up to the last one here."""
-
-    prev: str
-    events: tuple[StoredEvent, ...]
-    #: Encodings of ``events`` by pusher framing, built once for every pusher of the batch.
-    payloads: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def ended(self) -> bool:
-        """True when the batch ends with the terminal event."""
-        return ev.is_terminal(self.events[-1].type)
-
-
-class Pusher(Protocol):
-    """Writes batches straight to one observer's connection for the tail, never blocking.
-
-    ``last`` is the id of the last event it wrote (whole or in part), ``ended`` whether that
-    was the terminal event; the observer goes on from there when pushing stops.
-    """
-
-    last: str | None
-    ended: bool
-
-    def push(self, batch: Batch) -> bool:
-        """Write ``batch``; False when it did not go out whole (the pusher keeps the rest) or failed."""
-        ...
-
-
-class Mailbox:
-    """A bounded queue of batches for one observer; overflow sets ``lagged`` instead of blocking."""
-
-    def __init__(self, max_events: int) -> None:
-        self.max_events = max_events
-        self._batches: deque[Batch] = deque()
-        self._size = 0
-        self._lagged = False
-        self._closed = False
-        self._gone = False
-        self._cond = threading.Condition()
-
-    def put(self, batch: Batch) -> bool:
-        """Queue ``batch``; False (and the observer will catch up from Redis) when full."""
-        with self._cond:
-            if self._size + len(batch.events) > self.max_events and self._batches:
-                self._lagged = True
-                self._cond.notify()
-                return False
-            self._batches.append(batch)
-            self._size += len(batch.events)
-            self._cond.notify()
-            return True
-
-    def mark_lagged(self) -> None:
-        """Tell the reader to catch up from Redis before waiting for the next batch."""
-        with self._cond:
-            self._lagged = True
-            self._cond.notify()
-
-    def close(self, *, gone: bool = False) -> None:
-        """The tail feeding this mailbox stopped without the terminal event; ``gone``: because
-        the message was deleted."""
-        with self._cond:
-            self._closed = True
-            self._gone = self._gone or gone
-            self._cond.notify()
-
-    def get(self, timeout: float) -> Batch | Wake:
-        """The next batch, or why there is none: ``IDLE`` after ``timeout``, ``CATCH_UP`` when
-        batches were dropped or the tail stopped (catch up from Redis, and join a new tail if this
-        one stopped), ``GONE`` once the message was deleted (queued batches come first)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while not self._batches and not self._lagged and not self._closed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return Wake.IDLE
-                self._cond.wait(remaining)
-            if self._batches:
-                batch = self._batches.popleft()
-                self._size -= len(batch.events)
-                return batch
-            if self._gone:
-                return Wake.GONE
-            self._lagged = False
-            return Wake.CATCH_UP
-
-    @property
-    def flagged(self) -> bool:
-        """True when the reader must catch up (or rejoin) before anything else."""
-        return self._lagged or self._closed
-
-    @property
-    def closed(self) -> bool:
-        """True once the tail feeding this mailbox has stopped early."""
-        return self._closed
-
-    def __len__(self) -> int:
-        return self._size
-
-
-@dataclass
+@dataclass(eq=False)
 class _Tail:
-    """The one reader of one stream in this process."""
+    """One stream in this process: where its reader is, and who observes it."""
 
+    stream: Stream
     key: str
-    #: The status hash, read with every batch to see that the message is still the same one.
+    #: The status hash, read with a batch to see that the message is still the same one.
     status_key: str
-    #: The creation stamp of the message this tail reads (``epoch_of``).
-    epoch: str
     last: str
     #: Observers fed through their mailboxes.
     mailboxes: set[Mailbox] = field(default_factory=set)
-    #: Caught-up observers the tail writes to directly (not in ``mailboxes`` meanwhile).
+    #: Caught-up observers the reader writes to directly (not in ``mailboxes`` meanwhile).
     pushers: dict[Mailbox, Pusher] = field(default_factory=dict)
-    thread: threading.Thread | None = None
+
+    @property
+    def epoch(self) -> str:
+        return self.stream[1]
+
+    @property
+    def observed(self) -> bool:
+        return bool(self.mailboxes or self.pushers)
+
+
+@dataclass(eq=False)
+class _Reader:
+    """One connection's worth of tails, read with one ``XREAD`` (plus the reader's wake key)."""
+
+    wake_key: str
+    tails: set[_Tail] = field(default_factory=set)
+    wake_last: str = "0-0"
 
 
 class Hub:
-    """Fans each stream out to its observers in this process; one tail per stream."""
+    """Fans each stream out to its observers in this process, over a bounded set of readers."""
 
     def __init__(
         self,
@@ -200,48 +106,74 @@ class Hub:
         *,
         mailbox_events: int = 1024,
         block_ms: int = TAIL_BLOCK_MS,
+        max_readers: int = 8,
     ) -> None:
+        timeout = tail_client.connection_pool.connection_kwargs.get("socket_timeout")
+        if timeout is not None and timeout * 1000 <= block_ms:
+            raise ValueError(f"the tail client's socket timeout ({timeout} s) must outlast block_ms")
         self.store = store
         self.tail_client = tail_client
         self.mailbox_events = mailbox_events
         self.block_ms = block_ms
+        self.max_readers = max_readers
         #: Tails by (message id, epoch): a deleted and re-created id never shares a tail.
-        self._tails: dict[tuple[str, str], _Tail] = {}
+        self._tails: dict[Stream, _Tail] = {}
+        self._readers: list[_Reader] = []
         self._lock = threading.Lock()
 
     # -- tails ------------------------------------------------------------
 
-    def _join(self, stream: tuple[str, str], after: str) -> Mailbox:
+    def _join(self, stream: Stream, after: str) -> Mailbox:
         mailbox = Mailbox(self.mailbox_events)
+        woken: _Reader | None = None
         with self._lock:
             tail = self._tails.get(stream)
             if tail is None:
                 keys = message_keys(stream[0])
-                tail = _Tail(keys.events, keys.status, stream[1], after)
-                tail.thread = threading.Thread(
-                    target=self._run_tail,
-                    args=(stream, tail),
-                    name=f"sluice-tail-{stream[0]}",
-                    daemon=True,
-                )
-                self._tails[stream] = tail
+                tail = _Tail(stream, keys.events, keys.status, after)
                 tail.mailboxes.add(mailbox)
-                tail.thread.start()
+                self._tails[stream] = tail
+                woken = self._assign(tail)
             else:
                 tail.mailboxes.add(mailbox)
                 if parse_id(tail.last) > parse_id(after):
                     mailbox.mark_lagged()  # the tail already handed out entries this observer has not seen
+        if woken is not None:
+            self._wake(woken)
         return mailbox
 
-    def _leave(self, stream: tuple[str, str], mailbox: Mailbox) -> None:
+    def _assign(self, tail: _Tail) -> _Reader | None:
+        """Give ``tail`` a reader (holding the lock): a new one while there are fewer than
+        ``max_readers``, else the least busy, which must then be woken (returned)."""
+        if len(self._readers) < self.max_readers:
+            reader = _Reader(hub_wake(secrets.token_hex(8)), {tail})
+            self._readers.append(reader)
+            name = f"sluice-tail-{tail.stream[0]}"
+            threading.Thread(target=self._run_reader, args=(reader,), name=name, daemon=True).start()
+            return None
+        reader = min(self._readers, key=lambda each: len(each.tails))
+        reader.tails.add(tail)
+        return reader
+
+    def _wake(self, reader: _Reader) -> None:
+        """Make ``reader``'s blocked ``XREAD`` return, so that it reads its new stream too."""
+        try:
+            pipe = self.store.redis.pipeline(transaction=False)
+            pipe.xadd(reader.wake_key, {"w": "1"}, maxlen=1, approximate=False)
+            pipe.expire(reader.wake_key, WAKE_TTL_SECONDS)
+            pipe.execute()
+        except redis.RedisError:
+            pass  # the reader's next XREAD (within block_ms) includes the stream anyway
+
+    def _leave(self, stream: Stream, mailbox: Mailbox) -> None:
         with self._lock:
             tail = self._tails.get(stream)
             if tail is not None:
                 tail.mailboxes.discard(mailbox)
                 tail.pushers.pop(mailbox, None)
 
-    def _start_pushing(self, stream: tuple[str, str], mailbox: Mailbox, pusher: Pusher, last: str) -> bool:
-        """Let the tail write to ``pusher`` directly if the observer is level with it."""
+    def _start_pushing(self, stream: Stream, mailbox: Mailbox, pusher: Pusher, last: str) -> bool:
+        """Let the reader write to ``pusher`` directly if the observer is level with the tail."""
         with self._lock:
             tail = self._tails.get(stream)
             if tail is None or mailbox not in tail.mailboxes or tail.last != last or len(mailbox):
@@ -252,73 +184,122 @@ class Hub:
             tail.pushers[mailbox] = pusher
             return True
 
-    def _stop_pushing(self, stream: tuple[str, str], mailbox: Mailbox) -> None:
-        """Back to the mailbox (unless the tail already handed the observer back)."""
+    def _stop_pushing(self, stream: Stream, mailbox: Mailbox) -> None:
+        """Back to the mailbox (unless the reader already handed the observer back)."""
         with self._lock:
             tail = self._tails.get(stream)
             if tail is not None and tail.pushers.pop(mailbox, None) is not None:
                 tail.mailboxes.add(mailbox)
 
-    def _run_tail(self, stream: tuple[str, str], tail: _Tail) -> None:
-        """Read the stream until no observer is left, the terminal event was read, or the
-        message is gone."""
-        gone = False
+    # -- readers ----------------------------------------------------------
+
+    def _run_reader(self, reader: _Reader) -> None:
+        """Read the reader's streams until none is left; a bug or a kill must not leave
+        observers waiting for a dead reader."""
         try:
-            gone = self._tail_loop(stream, tail)
-        finally:  # the end, a bug or a kill: observers must not wait for a dead tail
+            self._reader_loop(reader)
+        finally:
             with self._lock:
-                if self._tails.get(stream) is tail:
-                    del self._tails[stream]
-                    self._release_idle()
-                orphans = [*tail.mailboxes, *tail.pushers]
-                tail.mailboxes.clear()
-                tail.pushers.clear()
-            for mailbox in orphans:
-                mailbox.close(gone=gone)
+                if reader in self._readers:
+                    self._readers.remove(reader)
+                orphans = list(reader.tails)
+                reader.tails.clear()
+                for tail in orphans:
+                    self._drop(tail)
+                self._release_idle()
+            for tail in orphans:
+                self._close(tail, gone=False)
 
-    def _read(self, tail: _Tail) -> list[tuple[str, dict[str, str]]] | None:
-        """The next entries after ``tail.last`` (blocking), or None once the message is gone.
-
-        The status is read right behind the ``XREAD`` in the same pipeline: Redis answers it as
-        soon as the read returns, so checking that the entries belong to the message this tail
-        started with costs no round trip. A delete wakes the read with its tombstone."""
-        pipe = self.tail_client.pipeline(transaction=False)
-        pipe.xread({tail.key: tail.last}, count=READ_COUNT, block=self.block_ms)
-        pipe.hmget(tail.status_key, "status", "epoch")
-        reply, (status, epoch) = pipe.execute()
-        if status is None or (epoch or "") != tail.epoch:
-            return None
-        return reply[0][1] if reply else []
-
-    def _tail_loop(self, stream: tuple[str, str], tail: _Tail) -> bool:
-        """The tail's reads; True when it stopped because the message is gone."""
+    def _reader_loop(self, reader: _Reader) -> None:
         while True:
             with self._lock:
-                if not tail.mailboxes and not tail.pushers:
-                    return False
+                for tail in [tail for tail in reader.tails if not tail.observed]:
+                    reader.tails.discard(tail)
+                    self._drop(tail)
+                if not reader.tails:
+                    self._readers.remove(reader)
+                    self._release_idle()
+                    return
+                live = list(reader.tails)
+                positions = {reader.wake_key: reader.wake_last, **{tail.key: tail.last for tail in live}}
             try:
-                entries = self._read(tail)
+                read = self._read(reader, live, positions)
             except redis.RedisError:
                 time.sleep(RETRY_SECONDS)  # observers keep pinging; their own reads report a lasting outage
                 continue
-            if entries is None:
-                return True
-            if not entries:
-                continue
-            batch = Batch(tail.last, tuple(stored_event(i, d) for i, d in entries))
-            ended = any(ev.is_terminal(item.type) for item in batch.events)
-            with self._lock:
-                tail.last = batch.events[-1].id
-                receivers = list(tail.mailboxes)
-                self._push(tail, batch, ended)
-                if ended:
-                    del self._tails[stream]
-                    self._release_idle()
-                    tail.mailboxes.clear()
-            for mailbox in receivers:
-                mailbox.put(batch)
-            if ended:
-                return False
+            for tail, entries in read:
+                if entries is None:
+                    self._end(reader, tail, gone=True)
+                elif self._deliver(tail, entries):
+                    self._end(reader, tail, gone=False)
+
+    def _read(
+        self, reader: _Reader, live: list[_Tail], positions: dict[str, str]
+    ) -> list[tuple[_Tail, Entries | None]]:
+        """The next entries of each of ``live`` that has some (blocking), None for a tail whose
+        message is gone.
+
+        A lone stream's status is read right behind the ``XREAD`` in the same pipeline (Redis
+        answers it as soon as the read returns: no extra round trip); a shared read checks the
+        streams that got entries in one more pipelined round trip. A delete wakes the read with
+        its tombstone."""
+        pipe = self.tail_client.pipeline(transaction=False)
+        pipe.xread(positions, count=READ_COUNT, block=self.block_ms)
+        if len(live) == 1:
+            pipe.hmget(live[0].status_key, "status", "epoch")
+        replies = pipe.execute()
+        got = {key: entries for key, entries in (replies[0] or []) if entries}
+        woken = got.pop(reader.wake_key, None)
+        if woken:
+            reader.wake_last = woken[-1][0]
+        fresh = [tail for tail in live if tail.key in got]
+        if not fresh:
+            return []
+        if len(live) == 1:
+            states = [replies[1]]
+        else:
+            check = self.tail_client.pipeline(transaction=False)
+            for tail in fresh:
+                check.hmget(tail.status_key, "status", "epoch")
+            states = check.execute()
+        return [
+            (tail, None if status is None or (epoch or "") != tail.epoch else got[tail.key])
+            for tail, (status, epoch) in zip(fresh, states, strict=True)
+        ]
+
+    def _deliver(self, tail: _Tail, entries: Entries) -> bool:
+        """Hand ``entries`` to the tail's observers; True when they end with the terminal event."""
+        batch = Batch(tail.last, tuple(stored_event(i, d) for i, d in entries))
+        ended = any(ev.is_terminal(item.type) for item in batch.events)
+        with self._lock:
+            tail.last = batch.events[-1].id
+            receivers = list(tail.mailboxes)
+            self._push(tail, batch, ended)
+        for mailbox in receivers:
+            mailbox.put(batch)
+        return ended
+
+    def _end(self, reader: _Reader, tail: _Tail, *, gone: bool) -> None:
+        """Stop reading ``tail``; when the message is gone, its observers end with ``GONE``."""
+        with self._lock:
+            reader.tails.discard(tail)
+            self._drop(tail)
+        if gone:
+            self._close(tail, gone=True)
+
+    def _drop(self, tail: _Tail) -> None:
+        """Forget ``tail`` (holding the lock); a new observer of its stream starts a new one."""
+        if self._tails.get(tail.stream) is tail:
+            del self._tails[tail.stream]
+
+    def _close(self, tail: _Tail, *, gone: bool) -> None:
+        """Tell every observer of ``tail`` that it stopped early (not holding the lock)."""
+        with self._lock:
+            orphans = [*tail.mailboxes, *tail.pushers]
+            tail.mailboxes.clear()
+            tail.pushers.clear()
+        for mailbox in orphans:
+            mailbox.close(gone=gone)
 
     @staticmethod
     def _push(tail: _Tail, batch: Batch, ended: bool) -> None:
@@ -334,14 +315,19 @@ class Hub:
             mailbox.mark_lagged()
 
     def _release_idle(self) -> None:
-        """With no tail left, close the idle tail connections (called holding the lock)."""
-        if not self._tails:
+        """With no reader left, close the idle tail connections (called holding the lock)."""
+        if not self._readers:
             self.tail_client.connection_pool.disconnect(inuse_connections=False)
 
     def tail_count(self) -> int:
         """How many streams this process tails now."""
         with self._lock:
             return len(self._tails)
+
+    def reader_count(self) -> int:
+        """How many readers (tail connections) this process runs now."""
+        with self._lock:
+            return len(self._readers)
 
     # -- observers --------------------------------------------------------
 
@@ -387,7 +373,7 @@ class Hub:
                 yield Tick.GONE
                 return
             epoch = epoch_of(status)
-        cursor = _Cursor(self.store, message_id, after, epoch)
+        cursor = Cursor(self.store, message_id, after, epoch)
         page: list[StoredEvent] = []
         for item in cursor.catch_up():
             page.append(item)
@@ -445,69 +431,14 @@ class Hub:
             self._leave(stream, mailbox)
 
 
-class _Cursor:
-    """One observer's position: yields each event once, in order, healing gaps from Redis."""
-
-    def __init__(self, store: MessageStore, message_id: str, after: str, epoch: str) -> None:
-        self.store = store
-        self.message_id = message_id
-        self.epoch = epoch
-        self.last = after
-        self._last_key = parse_id(after)
-        #: The terminal event went out.
-        self.ended = False
-        #: The message was deleted (or its id re-created): nothing more may go out.
-        self.gone = False
-
-    @property
-    def done(self) -> bool:
-        """Nothing more will be yielded."""
-        return self.ended or self.gone
-
-    def _emit(self, items: Iterable[StoredEvent]) -> Iterator[StoredEvent]:
-        for item in items:
-            if self.done:
-                return
-            key = parse_id(item.id)
-            if key <= self._last_key:
-                continue
-            self.last, self._last_key = item.id, key
-            self.ended = ev.is_terminal(item.type)
-            yield item
-
-    def skip_to(self, last: str, ended: bool) -> None:
-        """Events up to ``last`` went out another way (a pusher); go on after it."""
-        key = parse_id(last)
-        if key > self._last_key:
-            self.last, self._last_key = last, key
-            self.ended = ended
-
-    def catch_up(self) -> Iterator[StoredEvent]:
-        """Every stored event after the cursor, read from Redis without blocking; each read also
-        checks that the message is still the one the observer started with."""
-        while not self.done:
-            try:
-                batch = self.store.read_events(self.message_id, self.last, count=READ_COUNT, epoch=self.epoch)
-            except StreamGone:
-                self.gone = True
-                return
-            yield from self._emit(batch)
-            if len(batch) < READ_COUNT:
-                return
-
-    def take(self, batch: Batch) -> Iterator[StoredEvent]:
-        """The events of ``batch`` not yet yielded; reads the gap first if there is one."""
-        if parse_id(batch.prev) > self._last_key:
-            yield from self.catch_up()
-        yield from self._emit(batch.events)
-
-
-def hub_client(url: str, name: str) -> redis.Redis:
-    """A client for tails: one connection per tailed stream, never cut short while blocked."""
+def hub_client(url: str, name: str, *, block_ms: int = TAIL_BLOCK_MS) -> redis.Redis:
+    """A client for readers: one connection per reader, never cut short while blocked (its socket
+    timeout outlasts a blocked read by 10 s; redis-py's default of 5 s would not)."""
     return redis.Redis.from_url(
         url,
         decode_responses=True,
         socket_keepalive=True,
+        socket_timeout=block_ms / 1000 + 10,
         health_check_interval=10,
         client_name=name,
     )

@@ -1,4 +1,5 @@
-"""Per-key rate limits: the 429 a caller gets when its tenant's token bucket is empty.
+"""Per-key limits: the 429 a caller gets when its tenant's token bucket is empty, or when it
+holds too many open streams.
 
 A key may start ``SLUICE_RATE_LIMIT_PER_MINUTE`` messages a minute, in bursts of up to
 ``SLUICE_RATE_LIMIT_BURST`` (default: the per-minute figure). Over it: 429
@@ -8,9 +9,19 @@ store's create script, in the same round trip as concurrency, queue depth and th
 
 from __future__ import annotations
 
+import contextlib
 import math
+import secrets
+import time
+from collections.abc import Iterator
+from typing import TypeVar
+
+import redis
 
 from api.errors import ApiError
+from shared.keys import ANONYMOUS, tenant_streams
+
+T = TypeVar("T")
 
 
 class RateLimited(ApiError):
@@ -19,3 +30,84 @@ class RateLimited(ApiError):
     def __init__(self, message: str, retry_after: float) -> None:
         seconds = max(1, math.ceil(retry_after))
         super().__init__(429, message, headers={"Retry-After": str(seconds)})
+
+
+class TooManyStreams(ApiError):
+    """429 rate_limit_error: the key holds its maximum of open SSE streams."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            429,
+            f"This key already holds {limit} open streams (SLUICE_MAX_STREAMS_PER_KEY); close one first.",
+            headers={"Retry-After": "1"},
+        )
+
+
+# KEYS: the tenant's streams set. ARGV: now, limit, lease end, token, key ttl.
+# Drops lapsed leases (an API process that died), then takes a slot if one is free.
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+class StreamSlot:
+    """One open SSE stream of a tenant, held as a lease in Redis: renewed while the stream runs,
+    released when it ends, lapsing by itself if the API process dies."""
+
+    def __init__(self, client: redis.Redis, key: str, token: str, lease_seconds: float) -> None:
+        self._client = client
+        self._key = key
+        self._token = token
+        self._lease = lease_seconds
+        self._renew_at = time.monotonic() + lease_seconds / 3
+
+    def renew_if_due(self) -> None:
+        """Extend the lease when a third of it has passed (a Redis call at most that often)."""
+        now = time.monotonic()
+        if now < self._renew_at:
+            return
+        self._renew_at = now + self._lease / 3
+        with contextlib.suppress(redis.RedisError):  # an outage: the stream goes on, the lease may lapse
+            self._client.zadd(self._key, {self._token: time.time() + self._lease}, xx=True)
+
+    def release(self) -> None:
+        """Give the slot back."""
+        with contextlib.suppress(redis.RedisError):
+            self._client.zrem(self._key, self._token)
+
+
+class StreamSlots:
+    """Open SSE streams per key, counted in Redis across every API process (``SLUICE_MAX_STREAMS_PER_KEY``).
+
+    Each stream holds a tail's share of Redis connections and a socket: without a bound, one key
+    could exhaust Redis ``maxclients`` or the API's connections for everyone.
+    """
+
+    def __init__(self, client: redis.Redis, limit: int, lease_seconds: float) -> None:
+        self._client = client
+        self._limit = limit
+        self._lease = lease_seconds
+        self._acquire = client.register_script(_ACQUIRE)
+
+    def acquire(self, tenant: str) -> StreamSlot | None:
+        """A slot for one more stream of ``tenant``; raises ``TooManyStreams`` when none is free.
+        None when the limit is off (0) or auth is off (one tenant)."""
+        if not self._limit or tenant == ANONYMOUS:
+            return None
+        key, token, now = tenant_streams(tenant), secrets.token_hex(8), time.time()
+        ttl = math.ceil(self._lease * 2)
+        if not self._acquire(keys=[key], args=[now, self._limit, now + self._lease, token, ttl]):
+            raise TooManyStreams(self._limit)
+        return StreamSlot(self._client, key, token, self._lease)
+
+
+def holding(slot: StreamSlot | None, chunks: Iterator[T]) -> Iterator[T]:
+    """``chunks``, renewing ``slot`` as they go (the SSE body yields at least once a ping interval)."""
+    for chunk in chunks:
+        if slot is not None:
+            slot.renew_if_due()
+        yield chunk

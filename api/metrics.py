@@ -163,10 +163,21 @@ def _before() -> None:
     bind_message(view_args.get("message_id"), request.headers.get("X-Correlation-ID"))
 
 
+#: Methods that get a label of their own; anything else a client makes up counts as ``other``.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The ``method`` label: a known HTTP method, or ``other`` (labels never come from clients)."""
+    return method if method in KNOWN_METHODS else "other"
+
+
 def _after(response: Response) -> Response:
+    # The route label is a rule of the route table or "<unmatched>"; the status one is an HTTP
+    # status this app answers with: neither can grow with what a client sends.
     rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
     elapsed = time.perf_counter() - g.get("sluice_started", time.perf_counter())
-    REQUESTS.labels(rule, request.method, str(response.status_code)).inc()
+    REQUESTS.labels(rule, method_label(request.method), str(response.status_code)).inc()
     if rule == SUBMIT_ENDPOINT_RULE and request.method == "POST":
         SUBMIT_LATENCY.observe(elapsed)
     if response.mimetype == "text/event-stream":
@@ -180,7 +191,7 @@ def _after(response: Response) -> Response:
         level,
         "request",
         extra={
-            "method": request.method,
+            "method": method_label(request.method),
             "route": rule,
             "status": response.status_code,
             "duration_ms": round(elapsed * 1000, 2),

@@ -13,6 +13,7 @@ from api.responses import ErrorSchema
 from api.routes import ROUTES, Route
 from shared.schemas.base import AnyJson, Tagged
 from shared.schemas.blocks import BLOCK_SCHEMAS, Blocks, SystemField, SystemObjectSchema, ToolResultContent
+from shared.schemas.options import ResponseJsonSchema, ResponseJsonSchemaField
 
 _PARAM = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 
@@ -20,6 +21,7 @@ _ERROR_TEXT = {
     400: "invalid_request_error: malformed JSON, schema violation (with detail[].loc), unknown model",
     404: "not_found_error",
     413: "request_too_large: body over SLUICE_MAX_BODY_BYTES",
+    429: "rate_limit_error: over the key's rate, concurrency, open-stream or storage limit (Retry-After)",
     500: "api_error",
     503: "not ready / queue unavailable",
     529: "overloaded_error: the queue is full (Retry-After)",
@@ -115,6 +117,9 @@ def _blocks_property(self: Any, field: fields.Field, **kwargs: Any) -> dict[str,
         return {"oneOf": [ref(schema) for schema in field.schemas.values()]}
     if isinstance(field, AnyJson):
         return {}
+    if isinstance(field, ResponseJsonSchemaField):
+        schema_itself = {"type": "object", "description": "the JSON Schema itself (PrivateGPT's shape)"}
+        return {"anyOf": [ref(ResponseJsonSchema), schema_itself]}  # a wrapper is an object too
     return {}
 
 

@@ -45,7 +45,7 @@ ROUTES: tuple[Route, ...] = (
         "Synchronous chat: one Message, or SSE events with stream:true",
         request=ChatBodySchema,
         response=r.MessageResponseSchema,
-        errors=(400, 413, 500, 529),
+        errors=(400, 413, 429, 500, 529),
     ),
     Route(
         ASYNC,
@@ -55,7 +55,7 @@ ROUTES: tuple[Route, ...] = (
         "Start a background generation",
         request=ChatBodySchema,
         response=r.AsyncCreatedSchema,
-        errors=(400, 413, 529),
+        errors=(400, 413, 429, 529),
     ),
     Route(
         f"{ASYNC}/<message_id>/stream",
@@ -64,7 +64,7 @@ ROUTES: tuple[Route, ...] = (
         "async_messages",
         "Observe a message over SSE: replay, then tail",
         media="text/event-stream",
-        errors=(400, 404),
+        errors=(400, 404, 429),
     ),
     Route(
         f"{ASYNC}/<message_id>/status",
@@ -112,7 +112,7 @@ ROUTES: tuple[Route, ...] = (
         "Count a body's prompt tokens with the model's real chat template and tokenizer",
         request=ChatBodySchema,
         response=r.TokenCountSchema,
-        errors=(400, 413),
+        errors=(400, 413, 429),
     ),
     Route(
         "/v1/messages/validate",
@@ -122,7 +122,7 @@ ROUTES: tuple[Route, ...] = (
         "Dry-run validation of a body: {valid, errors}; nothing is stored",
         request=ChatBodySchema,
         response=r.ValidationResultSchema,
-        errors=(400, 413),
+        errors=(400, 413, 429),
     ),
     Route(
         "/v1/models", ("GET",), models.list_models, "models", "The models served", response=r.ModelListSchema

@@ -12,10 +12,10 @@ from typing import Any
 import redis
 from flask import current_app
 
-from api.auth import current_tenant
+from api.auth import current_tenant, is_operator
 from api.errors import ApiError, InvalidRequest, NotFound, Overloaded
 from api.hub import Hub, hub_client
-from api.limits import RateLimited
+from api.limits import RateLimited, StreamSlots
 from shared.broker import TaskMessages
 from shared.keys import public_id, scoped_id
 from shared.models import ModelRegistry, load_registry
@@ -35,6 +35,8 @@ CANCEL_WAIT_SECONDS = 5.0
 #: Retry-After of a 529 (queue full) and of a 429 for too many messages in flight.
 OVERLOADED_RETRY_AFTER_SECONDS = 5
 BUSY_RETRY_AFTER_SECONDS = 1
+#: Retry-After of a 429 for a key over its storage quota (space comes back as messages expire).
+QUOTA_RETRY_AFTER_SECONDS = 60
 
 
 @dataclass
@@ -47,6 +49,7 @@ class Services:
     registry: ModelRegistry
     tasks: TaskMessages
     hub: Hub
+    streams: StreamSlots
 
 
 def build_services(settings: Settings) -> Services:
@@ -74,8 +77,11 @@ def build_services(settings: Settings) -> Services:
         store,
         hub_client(settings.redis_url, "sluice-api-tail"),
         mailbox_events=settings.hub_mailbox_events,
+        max_readers=settings.api_tail_connections,
     )
-    return Services(settings, client, store, load_registry(settings), TaskMessages(), hub)
+    # A stream renews its slot at least every ping interval; the lease outlives a few of those.
+    slots = StreamSlots(client, settings.max_streams_per_key, max(60.0, 4 * settings.ping_interval_seconds))
+    return Services(settings, client, store, load_registry(settings), TaskMessages(), hub, slots)
 
 
 def services() -> Services:
@@ -134,6 +140,7 @@ def submit(
         idempotency = (key_digest, body_digest(body, message_id))
     message_id = message_id or new_message_id()
     sid = scoped_id(tenant, message_id)
+    _check_priority(body.get("priority"), svc.settings.priority_floor)
     placement = place(spec.queue, body.get("priority"), svc.settings.default_priority)
     correlation_id = body.get("correlation_id") or ""
     metadata = body.get("metadata")
@@ -150,12 +157,7 @@ def submit(
         "stream_type": "chat_completion",
     }
     settings = svc.settings
-    limits = Limits(
-        settings.max_queue_depth,
-        settings.max_concurrent_per_key,
-        settings.rate_limit_per_minute,
-        settings.rate_limit_burst,
-    )
+    limits = limits_of(settings, tenant)
     task = svc.tasks.generate(sid, placement.queue, placement.band, correlation_id)
     try:
         admission = svc.store.create(
@@ -164,12 +166,44 @@ def submit(
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         # Redis is the broker too; the message and its task are stored together or not at all.
         raise ApiError(503, "The task queue is unavailable; try again.") from exc
-    except redis.exceptions.OutOfMemoryError as exc:  # type: ignore[attr-defined]  # (types-redis lags)
-        # Redis at maxmemory with noeviction (docs/DEPLOY.md): refuse new work, lose none already queued.
+    except redis.exceptions.OutOfMemoryError as exc:  # type: ignore[attr-defined]  # (types-redis lacks it)
+        # Redis at maxmemory with noeviction refuses the whole script: nothing stored or queued.
         raise Overloaded("Storage is full; try again later.", OVERLOADED_RETRY_AFTER_SECONDS) from exc
     if admission.outcome != "created":
         _refuse(admission, settings.rate_limit_per_minute)
     return Submitted(public_id(admission.message_id), admission.message_id, placement, admission.epoch)
+
+
+def _check_priority(priority: int | None, floor: int) -> None:
+    """400 when an ordinary key asks for a priority more urgent than ``floor`` (the operators')."""
+    if priority is not None and priority < floor and not is_operator():
+        text = f"priority {priority} is reserved for operator keys; this key may use {floor} or higher."
+        raise InvalidRequest(text, [{"loc": ["priority"], "msg": text, "type": "value_error.reserved"}])
+
+
+def limits_of(settings: Settings, tenant: str) -> Limits:
+    """The admission limits ``settings`` configure for ``tenant``. The stored-bytes quota is per
+    key: with auth off there is one tenant, and Redis's ``maxmemory`` is the bound."""
+    return Limits(
+        settings.max_queue_depth,
+        settings.max_concurrent_per_key,
+        settings.rate_limit_per_minute,
+        settings.rate_limit_burst,
+        0 if tenant == ANONYMOUS else settings.max_stored_bytes_per_key,
+    )
+
+
+def spend_rate_token(svc: Services) -> None:
+    """Charge a body-only call (``/validate``, ``/count_tokens``) to the caller's rate: the same
+    bucket as submits, so an endpoint that stores nothing is no free way to make the API work."""
+    try:
+        tenant = current_tenant()
+        wait = svc.store.take_rate_token(tenant, limits_of(svc.settings, tenant))
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise ApiError(503, "Redis is unavailable; try again.") from exc
+    if wait:
+        per_minute = svc.settings.rate_limit_per_minute
+        raise RateLimited(f"Rate limit exceeded: {per_minute} requests per minute for this key.", wait)
 
 
 def _refuse(admission: Admission, rate_per_minute: int) -> None:
@@ -185,6 +219,12 @@ def _refuse(admission: Admission, rate_per_minute: int) -> None:
         raise ApiError(409, "This Idempotency-Key was already used with a different request body.")
     if admission.outcome == "overloaded":
         raise Overloaded("The queue is full; try again later.", OVERLOADED_RETRY_AFTER_SECONDS)
+    if admission.outcome == "quota":
+        raise RateLimited(
+            "This key's stored messages are over its storage quota (SLUICE_MAX_STORED_BYTES_PER_KEY); "
+            "delete messages or wait for them to expire.",
+            QUOTA_RETRY_AFTER_SECONDS,
+        )
     if admission.outcome == "busy":
         raise RateLimited("Too many messages pending or running for this key.", BUSY_RETRY_AFTER_SECONDS)
 

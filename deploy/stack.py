@@ -169,6 +169,10 @@ class Stack:
             "127.0.0.1",
             "--dir",
             str(data),
+            # A memory cap that fails writes instead of evicting: Celery's queue lists, statuses
+            # and streams share this Redis, and any eviction could drop accepted work silently.
+            "--maxmemory",
+            self.env.get("SLUICE_REDIS_MAXMEMORY", "1gb"),
             "--maxmemory-policy",
             "noeviction",
             "--protected-mode",

@@ -13,13 +13,15 @@ stop sequences, token counting) stays as the provider has it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.grammar import GrammarError, constrained_schemas, schema_to_gbnf
+from shared.grammar import SchemaLimits, constrained_schemas, grammar_problems
 from shared.models import ModelRegistry, ModelSpec
 from shared.schemas import BodyInvalid, load_chat_body, problem
+from shared.schemas.errors import Loc
+from shared.schemas.options import is_schema_wrapper
 
 #: Every capability name, with what a request does to need it.
 FEATURES: dict[str, str] = {
@@ -175,8 +177,14 @@ def _requested_in_messages(messages: list[dict[str, Any]]) -> Iterator[tuple[str
                     yield _BLOCK_FEATURES[inner["type"]], (*at, "content", k)
 
 
-def check_capabilities(body: dict[str, Any], spec: ModelSpec) -> None:
-    """Refuse (``BodyInvalid``) what ``spec`` cannot honour, and a max_tokens over its limit."""
+def check_capabilities(
+    body: dict[str, Any], spec: ModelSpec, limits: SchemaLimits | None = None, format_loc: Loc | None = None
+) -> None:
+    """Refuse (``BodyInvalid``) what ``spec`` cannot honour, and a max_tokens over its limit.
+
+    On a grammar-constrained model every schema must also convert within ``limits``; each
+    problem's loc ends at the keyword (``format_loc``: where the client put the output schema).
+    """
     caps = capabilities_of(spec)
     refused = caps.refused()
     details = [
@@ -186,10 +194,10 @@ def check_capabilities(body: dict[str, Any], spec: ModelSpec) -> None:
     ]
     if spec.provider == "llama_cpp":
         for loc, schema in constrained_schemas(body):
-            try:
-                schema_to_gbnf(schema)
-            except GrammarError as exc:
-                details.append(problem(loc, str(exc), "unsupported"))
+            if loc[0] == "output_config" and format_loc is not None:
+                loc = format_loc
+            for path, msg in grammar_problems(schema, limits or SchemaLimits()):
+                details.append(problem((*loc, *path), msg, "unsupported"))
     max_tokens = body.get("max_tokens")
     if max_tokens is not None and max_tokens > spec.max_output_tokens:
         details.append(
@@ -199,10 +207,22 @@ def check_capabilities(body: dict[str, Any], spec: ModelSpec) -> None:
         raise BodyInvalid(details)
 
 
-def load_request(payload: Any, registry: ModelRegistry) -> tuple[dict[str, Any], ModelSpec]:
-    """Validate a ChatBody completely: schema, known model, and what that model can honour."""
-    body = load_chat_body(payload, registry.names())
+def output_schema_loc(payload: Any) -> Loc:
+    """Where the output format's JSON Schema sits in the body as the client sent it."""
+    legacy = payload.get("response_format") if isinstance(payload, Mapping) else None
+    if isinstance(legacy, Mapping) and legacy.get("type") == "json_schema":
+        wrapped = is_schema_wrapper(legacy.get("json_schema"))
+        return ("response_format", "json_schema", "schema") if wrapped else ("response_format", "json_schema")
+    return ("output_config", "format", "schema")
+
+
+def load_request(
+    payload: Any, registry: ModelRegistry, limits: SchemaLimits | None = None
+) -> tuple[dict[str, Any], ModelSpec]:
+    """Validate a ChatBody completely: schema, known model, what that model can honour, and what
+    each JSON Schema in it may cost (``limits``, the defaults when None)."""
+    body = load_chat_body(payload, registry.names(), limits)
     spec = registry.resolve(body["model"])
     assert spec is not None, "load_chat_body checked the model"
-    check_capabilities(body, spec)
+    check_capabilities(body, spec, limits, output_schema_loc(payload))
     return body, spec

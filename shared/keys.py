@@ -36,9 +36,29 @@ PENDING = f"{PREFIX}:pending"
 RUNNING = f"{PREFIX}:running"
 
 
+def hub_wake(token: str) -> str:
+    """Stream an API process's tail reader also reads, so that a write to it wakes the reader."""
+    return f"{PREFIX}:hub:wake:{token}"
+
+
 def tenant_active(tenant: str) -> str:
     """Sorted set of a tenant's pending and processing message ids (its concurrency)."""
     return f"{PREFIX}:tenant:{{{tenant}}}:active"
+
+
+def tenant_stored(tenant: str) -> str:
+    """Sorted set of a tenant's message storage ids scored by when their keys expire (unix s)."""
+    return f"{PREFIX}:tenant:{{{tenant}}}:stored"
+
+
+def tenant_bytes(tenant: str) -> str:
+    """Hash: the request bytes each of a tenant's messages stores, and their sum under ``#total``."""
+    return f"{PREFIX}:tenant:{{{tenant}}}:bytes"
+
+
+def tenant_streams(tenant: str) -> str:
+    """Sorted set of a tenant's open SSE streams (a token each) scored by their lease's end."""
+    return f"{PREFIX}:tenant:{{{tenant}}}:streams"
 
 
 def rate_bucket(tenant: str) -> str:

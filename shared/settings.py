@@ -57,11 +57,29 @@ class Settings:
     max_resumes: int = 3
     api_keys: str | None = field(default=None, repr=False)
     api_keys_file: str | None = None
+    # Keys that may also use the priorities below ``priority_floor`` (the operators' band).
+    operator_api_keys: str | None = field(default=None, repr=False)
+    # The most urgent ``priority`` an ordinary key may ask for (-4: all but the most urgent band).
+    priority_floor: int = -4
     protect_ops_endpoints: bool = False
     rate_limit_per_minute: int = 0
     rate_limit_burst: int = 0
     max_concurrent_per_key: int = 0
     max_queue_depth: int = 0
+    # Per-key limits that protect the shared parts (README "Security model"); 0 = off.
+    # Request bytes a key's messages may keep stored until they expire (256 MiB).
+    max_stored_bytes_per_key: int = 268_435_456
+    # SSE streams one key may hold open at once, across every API process.
+    max_streams_per_key: int = 64
+    # Redis connections an API process may use for live tails; past that, streams share them.
+    api_tail_connections: int = 8
+    # What a JSON Schema (output format, tool input_schema) may cost (README "Structured output").
+    schema_max_repeat: int = 1000
+    schema_max_properties: int = 128
+    schema_max_depth: int = 32
+    schema_max_nodes: int = 1000
+    grammar_max_bytes: int = 262_144
+    grammar_compile_seconds: float = 5.0
     # Deploy safety (docs/DEPLOY.md): serve without keys on a non-loopback SLUICE_HOST only if true.
     allow_open_api: bool = False
 
@@ -110,6 +128,13 @@ def _parse_non_negative_int(raw: str) -> int:
     return value
 
 
+def _parse_repeat(raw: str) -> int:
+    value = _parse_positive_int(raw)
+    if value > 2000:  # llama.cpp's grammar parser refuses counts above 2000
+        raise ValueError(f"must be <= 2000 (llama.cpp's own limit), got {value}")
+    return value
+
+
 def _parse_optional_str(raw: str) -> str | None:
     return raw or None
 
@@ -146,11 +171,22 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_resumes": _parse_non_negative_int,
     "api_keys": _parse_optional_str,
     "api_keys_file": _parse_optional_str,
+    "operator_api_keys": _parse_optional_str,
+    "priority_floor": int,
     "protect_ops_endpoints": _parse_bool,
     "rate_limit_per_minute": _parse_non_negative_int,
     "rate_limit_burst": _parse_non_negative_int,
     "max_concurrent_per_key": _parse_non_negative_int,
     "max_queue_depth": _parse_non_negative_int,
+    "max_stored_bytes_per_key": _parse_non_negative_int,
+    "max_streams_per_key": _parse_non_negative_int,
+    "api_tail_connections": _parse_positive_int,
+    "schema_max_repeat": _parse_repeat,
+    "schema_max_properties": _parse_positive_int,
+    "schema_max_depth": _parse_positive_int,
+    "schema_max_nodes": _parse_positive_int,
+    "grammar_max_bytes": _parse_positive_int,
+    "grammar_compile_seconds": _parse_positive_float,
     "allow_open_api": _parse_bool,
 }
 

@@ -24,7 +24,16 @@ from redis.commands.core import Script
 from shared import events as ev
 from shared import keys as keys_mod
 from shared.broker import TaskMessage
-from shared.keys import ANONYMOUS, WORKER_ALIVE_SECONDS, WORKERS, message_keys, rate_bucket, tenant_active
+from shared.keys import (
+    ANONYMOUS,
+    WORKER_ALIVE_SECONDS,
+    WORKERS,
+    message_keys,
+    rate_bucket,
+    tenant_active,
+    tenant_bytes,
+    tenant_stored,
+)
 from shared.keys import PENDING as PENDING_SET
 from shared.keys import RUNNING as RUNNING_SET
 
@@ -44,28 +53,60 @@ _CURSOR = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
 FieldValues = Mapping[str, str | int | float]
 
 # KEYS: status, request, idempotency, pending, tenant active, tenant rate bucket, broker list,
-#       events (a deleted message's tombstone, removed when its id is created anew).
+#       events (a deleted message's tombstone, removed when its id is created anew),
+#       tenant stored (sorted set), tenant bytes (hash).
 # ARGV: request JSON, ttl, idempotency value ('' = none), max depth, max concurrent (0 = off),
 #       now (unix s), message id, rate capacity (0 = off), rate refill per second,
-#       task message ('' = none), field/value...
+#       task message ('' = none), stored-bytes quota (0 = off), field/value...
+# The quota counts the stored request bytes of the tenant's messages until their keys expire
+# (entries past their expiry are dropped from the count here, a bounded number per call).
 # Returns {outcome, detail}: limited (detail = ms until a token) | created | idempotent (detail =
 # the stored value) | exists | overloaded | busy. The rate token is spent first, as every call
 # counts against the rate; only ``created`` writes the message and LPUSHes its task message
 # (kombu's Redis transport publishes by that same LPUSH), so a message is queued exactly when
 # it is stored. The broker list sits outside the message's hash slot: kombu's transport is not
 # for Redis Cluster anyway.
-_CREATE = """
-local capacity = tonumber(ARGV[8])
-if capacity > 0 then
-  local rate, now = tonumber(ARGV[9]), tonumber(ARGV[6])
-  local state = redis.call('HMGET', KEYS[6], 'tokens', 'ts')
+# A tenant's token bucket (hash ``tokens``, ``ts``): take one token; returns the ms until one is
+# back when there is none (0 = taken). Shared by the create script and ``take_rate_token``.
+_TAKE_TOKEN = """
+local function take_token(key, capacity, rate, now)
+  local state = redis.call('HMGET', key, 'tokens', 'ts')
   local tokens = tonumber(state[1]) or capacity
   local ts = tonumber(state[2]) or now
   tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate)
   local wait = 0
   if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rate * 1000) end
-  redis.call('HSET', KEYS[6], 'tokens', tostring(tokens), 'ts', tostring(now))
-  redis.call('PEXPIRE', KEYS[6], math.ceil((capacity - tokens) / rate * 1000) + 1000)
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', key, math.ceil((capacity - tokens) / rate * 1000) + 1000)
+  return wait
+end
+"""
+
+# "#!lua": a script with flags (none) is refused as a whole when Redis is over maxmemory, before
+# it runs; without them Redis lets it write past the limit (measured: 10 MB stored under a 4 MB cap).
+# A tenant's stored-bytes keys (sorted set by expiry, sizes hash) live as long as the message
+# that expires last.
+_EXPIRE_WITH_LAST = """
+local function expire_with_last(stored, sizes)
+  local last = redis.call('ZRANGE', stored, -1, -1, 'WITHSCORES')
+  if last[2] then
+    local at = math.ceil(tonumber(last[2])) + 1
+    redis.call('EXPIREAT', stored, at)
+    redis.call('EXPIREAT', sizes, at)
+  else
+    redis.call('DEL', stored, sizes)
+  end
+end
+"""
+
+_CREATE = (
+    "#!lua\n"
+    + _TAKE_TOKEN
+    + _EXPIRE_WITH_LAST
+    + """
+local capacity = tonumber(ARGV[8])
+if capacity > 0 then
+  local wait = take_token(KEYS[6], capacity, tonumber(ARGV[9]), tonumber(ARGV[6]))
   if wait > 0 then return {'limited', tostring(wait)} end
 end
 if ARGV[3] ~= '' then
@@ -82,9 +123,28 @@ redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', horizon)
 if tonumber(ARGV[5]) > 0 and redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[5]) then
   return {'busy', ''}
 end
+local quota = tonumber(ARGV[11])
+if quota > 0 then
+  local stale = redis.call('ZRANGEBYSCORE', KEYS[9], '-inf', ARGV[6], 'LIMIT', 0, 256)
+  if #stale > 0 then
+    local freed = 0
+    for _, size in ipairs(redis.call('HMGET', KEYS[10], unpack(stale))) do
+      freed = freed + (tonumber(size) or 0)
+    end
+    redis.call('HDEL', KEYS[10], unpack(stale))
+    redis.call('ZREM', KEYS[9], unpack(stale))
+    redis.call('HINCRBY', KEYS[10], '#total', -freed)
+  end
+  local used = tonumber(redis.call('HGET', KEYS[10], '#total')) or 0
+  if used + #ARGV[1] > quota then return {'quota', tostring(used)} end
+  redis.call('ZADD', KEYS[9], tonumber(ARGV[6]) + tonumber(ARGV[2]), ARGV[7])
+  redis.call('HSET', KEYS[10], ARGV[7], #ARGV[1])
+  redis.call('HINCRBY', KEYS[10], '#total', #ARGV[1])
+  expire_with_last(KEYS[9], KEYS[10])
+end
 redis.call('DEL', KEYS[8])
 redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
-redis.call('HSET', KEYS[1], unpack(ARGV, 11))
+redis.call('HSET', KEYS[1], unpack(ARGV, 12))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 for i = 4, 5 do
   redis.call('ZADD', KEYS[i], ARGV[6], ARGV[7])
@@ -94,6 +154,10 @@ if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2]) end
 if ARGV[10] ~= '' then redis.call('LPUSH', KEYS[7], ARGV[10]) end
 return {'created', ''}
 """
+)
+
+# KEYS: bucket. ARGV: capacity, refill per second, now (unix s). Returns the ms until a token.
+_RATE = _TAKE_TOKEN + "return take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))"
 
 # KEYS: status, lock, pending, running, request.
 # ARGV: now (iso), worker, owner, lease ms, lease expiry (unix s), max resumes, message id, pid,
@@ -144,11 +208,15 @@ redis.call('EXPIRE', KEYS[2], ARGV[1])
 return redis.call('EXISTS', KEYS[3])
 """
 
-# KEYS: status, events, request, cancel, lock, running, pending, tenant active, idempotency.
+# KEYS: status, events, request, cancel, lock, running, pending, tenant active, idempotency,
+#       tenant stored.
 # ARGV: retention, maxlen, new status, expected status ('' = any live one), now,
 #       owner ('' = unchecked), message id, n_fields, field/value..., event JSON...
-# Returns the status the message has afterwards (nil when it does not exist).
-_FINISH = """
+# Returns the status the message has afterwards (nil when it does not exist). The tenant's
+# stored-bytes entry for the message now ends with its retention.
+_FINISH = (
+    _EXPIRE_WITH_LAST
+    + """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 if status == 'completed' or status == 'cancelled' or status == 'error' then return status end
@@ -164,8 +232,13 @@ redis.call('HSET', KEYS[1], 'status', ARGV[3], 'updated_at', ARGV[5], 'completed
 redis.call('DEL', KEYS[4], KEYS[5])
 for i = 6, 8 do redis.call('ZREM', KEYS[i], ARGV[7]) end
 for _, i in ipairs({1, 2, 3, 9}) do redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+local kept_until = tonumber(redis.call('TIME')[1]) + tonumber(ARGV[1])
+if redis.call('ZADD', KEYS[10], 'XX', 'CH', kept_until, ARGV[7]) == 1 then
+  expire_with_last(KEYS[10], KEYS[11])
+end
 return ARGV[3]
 """
+)
 
 # KEYS: status, cancel. ARGV: flag ttl. Sets the flag for a running message; returns its status.
 _FLAG_CANCEL = """
@@ -174,20 +247,30 @@ if status == 'processing' then redis.call('SET', KEYS[2], '1', 'EX', ARGV[1]) en
 return status
 """
 
-# KEYS: status, events, request, lock, cancel, running, pending, tenant active, idempotency.
-# ARGV: message id, tombstone JSON, tombstone ttl ms. Returns 1 if it existed. A running
-# generation stops at its next append, which finds no status (and its lease renewal finds no
-# lock). The stream is replaced by a one-entry tombstone that lives a few seconds: its XADD
-# wakes every blocked tail of the stream, in every API process, which then finds the status
-# gone and ends its observers (the tombstone itself is never sent: see ``StreamGone``).
-_DELETE = """
+# KEYS: status, events, request, lock, cancel, running, pending, tenant active, idempotency,
+#       tenant stored, tenant bytes.
+# ARGV: message id, tombstone JSON, tombstone ttl ms. The message's stored bytes are released.
+# Returns 1 if it existed. A running generation stops at its next append, which finds no
+# status (and its lease renewal finds no lock). The stream is replaced by a one-entry
+# tombstone that lives a few seconds: its XADD wakes every blocked tail of the stream, in
+# every API process, which then finds the status gone and ends its observers (the tombstone
+# itself is never sent: see ``StreamGone``).
+_DELETE = (
+    _EXPIRE_WITH_LAST
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[9])
 for i = 6, 8 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+if redis.call('ZREM', KEYS[10], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[11], '#total', -(tonumber(redis.call('HGET', KEYS[11], ARGV[1])) or 0))
+  redis.call('HDEL', KEYS[11], ARGV[1])
+  expire_with_last(KEYS[10], KEYS[11])
+end
 redis.call('XADD', KEYS[2], '*', 'd', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 """
+)
 
 #: The entry a deleted message's stream is replaced by (never sent to an observer).
 TOMBSTONE = '{"type":"sluice_deleted"}'
@@ -212,8 +295,9 @@ class Claim:
 @dataclass(frozen=True)
 class Admission:
     """What ``create`` did: ``created``, ``idempotent`` (``message_id`` is the first call's),
-    ``conflict`` (same Idempotency-Key, other body), ``exists``, ``overloaded``, ``busy`` or
-    ``limited`` (the tenant's rate; ``retry_after`` is the seconds until its next token)."""
+    ``conflict`` (same Idempotency-Key, other body), ``exists``, ``overloaded``, ``busy``,
+    ``quota`` (the tenant's stored bytes) or ``limited`` (the tenant's rate; ``retry_after`` is
+    the seconds until its next token)."""
 
     outcome: str
     message_id: str
@@ -234,6 +318,8 @@ class Limits:
     max_concurrent: int = 0
     rate_per_minute: int = 0
     rate_burst: int = 0
+    #: Request bytes a tenant's messages may keep stored at once.
+    max_stored_bytes: int = 0
 
 
 class InvalidCursor(ValueError):
@@ -302,17 +388,21 @@ class MessageStore:
         retention_seconds: int = 3600,
         active_ttl_seconds: int = 86400,
         stream_maxlen: int = 100_000,
+        script_flags: bool = True,
     ) -> None:
+        """``script_flags=False`` drops the ``#!lua`` line of the create script, for Redis
+        emulations that cannot parse it (fakeredis); real Redis needs it for the memory limit."""
         self.redis = client
         self.retention_seconds = retention_seconds
         self.active_ttl_seconds = active_ttl_seconds
         self.stream_maxlen = stream_maxlen
-        self._create = client.register_script(_CREATE)
+        self._create = client.register_script(_CREATE if script_flags else _CREATE.removeprefix("#!lua\n"))
         self._claim = client.register_script(_CLAIM)
         self._append = client.register_script(_APPEND)
         self._finish = client.register_script(_FINISH)
         self._flag_cancel = client.register_script(_FLAG_CANCEL)
         self._delete = client.register_script(_DELETE)
+        self._rate = client.register_script(_RATE)
 
     # -- writing -----------------------------------------------------------
 
@@ -350,6 +440,8 @@ class MessageStore:
                 rate_bucket(tenant),
                 task.list_key if task else keys.status,
                 keys.events,
+                tenant_stored(tenant),
+                tenant_bytes(tenant),
             ],
             args=[
                 json.dumps(request, separators=(",", ":")),
@@ -362,6 +454,7 @@ class MessageStore:
                 capacity,
                 limits.rate_per_minute / 60,
                 task.payload if task else "",
+                limits.max_stored_bytes,
                 "status",
                 PENDING,
                 "created_at",
@@ -388,6 +481,17 @@ class MessageStore:
         digest, _, first_id = str(detail).partition(" ")
         assert idempotency is not None
         return Admission("idempotent" if digest == idempotency[1] else "conflict", first_id)
+
+    def take_rate_token(self, tenant: str, limits: Limits) -> float:
+        """Spend one of ``tenant``'s rate tokens on a call that creates nothing (``/validate``,
+        ``/count_tokens``); the seconds until a token is back, 0.0 when one was taken."""
+        if not limits.rate_per_minute:
+            return 0.0
+        capacity = limits.rate_burst or limits.rate_per_minute
+        wait = self._rate(
+            keys=[rate_bucket(tenant)], args=[capacity, limits.rate_per_minute / 60, time.time()]
+        )
+        return int(wait) / 1000
 
     def _call(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """``script(keys, args)`` on a pooled connection directly, for the hot path.
@@ -508,9 +612,19 @@ class MessageStore:
         return str(result) if result else None
 
     def _all_keys(self, message_id: str, *own: str) -> list[str]:
-        """``own`` keys, then the shared sets and the idempotency key the message is listed in."""
+        """``own`` keys, then the shared sets, the idempotency key the message is listed in and
+        its tenant's stored-bytes keys."""
         tenant, idem_key = self.redis.hmget(message_keys(message_id).status, "tenant", "idem_key")
-        return [*own, RUNNING_SET, PENDING_SET, tenant_active(tenant or ANONYMOUS), idem_key or own[0]]
+        tenant = tenant or ANONYMOUS
+        return [
+            *own,
+            RUNNING_SET,
+            PENDING_SET,
+            tenant_active(tenant),
+            idem_key or own[0],
+            tenant_stored(tenant),
+            tenant_bytes(tenant),
+        ]
 
     def cancel(self, message_id: str) -> str | None:
         """Cancel: a pending message ends at once with a well-formed cancelled stream, a

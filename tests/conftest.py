@@ -39,7 +39,13 @@ def redis_client(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def store(redis_client: redis.Redis) -> MessageStore:
-    return MessageStore(redis_client, retention_seconds=60, active_ttl_seconds=600, stream_maxlen=1000)
+    return MessageStore(
+        redis_client,
+        retention_seconds=60,
+        active_ttl_seconds=600,
+        stream_maxlen=1000,
+        script_flags=not isinstance(redis_client, fakeredis.FakeRedis),
+    )
 
 
 class LiveStack:

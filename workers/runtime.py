@@ -50,7 +50,7 @@ class Runtime:
         """The provider serving ``spec``, built (and its model loaded) on first use."""
         with self._lock:
             if spec.id not in self._providers:
-                self._providers[spec.id] = build_provider(spec)
+                self._providers[spec.id] = build_provider(spec, self.settings)
             return self._providers[spec.id]
 
     def preload(self, queues: list[str] | None = None) -> None:

@@ -8,9 +8,11 @@ from typing import Any
 
 from flask import Response, g, jsonify, request
 
+from api.auth import current_tenant
 from api.body import json_body
 from api.errors import InvalidRequest, NotFound
 from api.hub import Tick
+from api.limits import holding
 from api.services import (
     Services,
     cancel,
@@ -23,6 +25,8 @@ from api.services import (
 from api.sse import SSE_HEADERS, SocketPusher, client_gone, sse_body
 from shared.accumulator import Accumulator
 from shared.capabilities import load_request
+from shared.grammar import SchemaLimits
+from shared.models import ModelSpec
 from shared.schemas import check_message_id
 from shared.store import InvalidCursor, StoredEvent, StreamCursor, epoch_of
 
@@ -30,8 +34,13 @@ from shared.store import InvalidCursor, StoredEvent, StreamCursor, epoch_of
 SYNC_POLL_SECONDS = 1.0
 
 
+def load_chat_request(svc: Services) -> tuple[dict[str, Any], ModelSpec]:
+    """The request's ChatBody, validated completely, with this deployment's schema caps."""
+    return load_request(json_body(), svc.registry, SchemaLimits.from_settings(svc.settings))
+
+
 def _chat_body(svc: Services) -> dict[str, Any]:
-    body, _ = load_request(json_body(), svc.registry)
+    body, _ = load_chat_request(svc)
     return body
 
 
@@ -73,6 +82,7 @@ def stream(message_id: str) -> Response:
     cursor = _cursor(svc, sid)
     if cursor.ended:  # resumed after the terminal event: nothing follows, nothing to wait for
         return Response(b"", mimetype="text/event-stream", headers=SSE_HEADERS)
+    slot = svc.streams.acquire(current_tenant())  # 429 when the key holds its maximum
     pusher = SocketPusher.for_environ(request.environ)
     chunks = svc.hub.follow_chunks(
         sid,
@@ -81,7 +91,9 @@ def stream(message_id: str) -> Response:
         pusher=pusher,
         epoch=epoch,
     )
-    return Response(sse_body(chunks, pusher=pusher), mimetype="text/event-stream", headers=SSE_HEADERS)
+    on_close = None if slot is None else (lambda _finished: slot.release())
+    body = sse_body(holding(slot, chunks), on_close, pusher=pusher)
+    return Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
 def status(message_id: str) -> Response:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from flask import Response, jsonify
 
-from api.body import BodyTooDeep, json_body
+from api.body import BodyTooDeep
 from api.errors import ApiError, InvalidRequest
-from api.services import services
-from shared.capabilities import capabilities_of, load_request
+from api.services import services, spend_rate_token
+from api.views.messages import load_chat_request
+from shared.capabilities import capabilities_of
 from shared.schemas import BodyInvalid, problem
 from shared.tokenizer import TokenizerError, count_tokens
 
 
 def count_message_tokens() -> Response:
     """``{input_tokens}`` for a ChatBody, with the model's real chat template and tokenizer."""
-    body, spec = load_request(json_body(), services().registry)
+    spend_rate_token(services())
+    body, spec = load_chat_request(services())
     if "count_tokens" not in capabilities_of(spec).honoured:
         message = f"Model {spec.id!r} cannot count tokens locally."
         raise InvalidRequest(message, [problem(("model",), message, "unsupported")])
@@ -26,8 +28,9 @@ def count_message_tokens() -> Response:
 
 def validate_message() -> Response:
     """Dry run: ``{valid, errors}`` for a body; nothing is stored or queued."""
+    spend_rate_token(services())
     try:
-        load_request(json_body(), services().registry)
+        load_chat_request(services())
     except BodyInvalid as exc:
         return jsonify({"valid": False, "errors": exc.details})
     except BodyTooDeep:

@@ -14,10 +14,12 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, post_load, pre_load, validate, validates_schema
 
+from shared.grammar import SchemaBudget, SchemaLimits
 from shared.schemas.base import AnyJson, Bool, Int, Number, Str, StrictSchema, one_of
 from shared.schemas.blocks import ASSISTANT_ONLY, USER_ONLY, Blocks, CacheControlSchema, SystemField
 from shared.schemas.errors import BodyInvalid, Loc, error_details, problem
 from shared.schemas.options import (
+    SCHEMA_LIMITS,
     McpServerSchema,
     MetadataSchema,
     OutputConfigSchema,
@@ -196,12 +198,20 @@ def _nest(found: list[tuple[Loc, str]]) -> dict[Any, Any]:
 _CHAT_BODY = ChatBodySchema()
 
 
-def load_chat_body(payload: Any, known_models: Collection[str]) -> dict[str, Any]:
-    """Validate and normalise a ChatBody; raise ``BodyInvalid`` listing every problem."""
+def load_chat_body(
+    payload: Any, known_models: Collection[str], limits: SchemaLimits | None = None
+) -> dict[str, Any]:
+    """Validate and normalise a ChatBody; raise ``BodyInvalid`` listing every problem.
+
+    ``limits`` caps what each JSON Schema in it may cost (the defaults when None).
+    """
+    token = SCHEMA_LIMITS.set((limits or SchemaLimits(), SchemaBudget()))
     try:
         body: dict[str, Any] = _CHAT_BODY.load(payload)
     except ValidationError as exc:
         raise BodyInvalid(error_details(exc.messages)) from None
+    finally:
+        SCHEMA_LIMITS.reset(token)
     if body["model"] not in known_models:
         known = ", ".join(sorted(known_models))
         raise BodyInvalid([problem(("model",), f"Unknown model {body['model']!r}; known: {known}.")])

@@ -2,26 +2,57 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any
 
-from jsonschema import Draft202012Validator, SchemaError
+from jsonschema import SchemaError
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate, validates_schema
 
+from shared.grammar import SchemaBudget, SchemaLimits, SchemaPath, structure_problems
 from shared.schemas.base import Bool, Int, Object, Str, StrictSchema, one_of
 from shared.schemas.blocks import cache_control
+from shared.schemas.metaschema import check_json_schema
 
 TOOL_NAME = validate.Regexp(
     r"^[a-zA-Z0-9_-]{1,128}$", error="Tool names are 1-128 characters of [a-zA-Z0-9_-]."
 )
 
 
+#: The schema caps of the body being loaded, and what its schemas used so far (``load_chat_body``
+#: sets both: the node and property caps hold for all of a request's schemas together).
+SCHEMA_LIMITS: ContextVar[tuple[SchemaLimits, SchemaBudget]] = ContextVar("sluice_schema_limits")
+DEFAULT_LIMITS = SchemaLimits()
+
+
+def nested_errors(problems: list[tuple[SchemaPath, str]]) -> Any:
+    """``[(path, msg)]`` as Marshmallow's nested messages, so each ``loc`` ends at its keyword."""
+    root: dict[Any, Any] = {}
+    for path, msg in problems:
+        if not path:
+            root.setdefault("_schema", []).append(msg)
+            continue
+        node = root
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node.setdefault(path[-1], []).append(msg)
+    return root
+
+
 class JsonSchemaField(Object):
-    """A JSON Schema document (an object that is itself a valid schema)."""
+    """A JSON Schema document (an object that is itself a valid schema), within the structure caps.
+
+    The caps are checked first, by one cheap walk, so a hostile schema costs no more.
+    """
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         loaded = super()._deserialize(value, attr, data, **kwargs)
+        limits, budget = SCHEMA_LIMITS.get((DEFAULT_LIMITS, None))
+        problems = structure_problems(loaded, limits, budget)
+        if problems:
+            raise ValidationError(nested_errors(problems))
         try:
-            Draft202012Validator.check_schema(loaded)
+            check_json_schema(loaded)
         except SchemaError as exc:
             raise ValidationError(f"Not a valid JSON Schema: {exc.message}") from None
         return loaded
@@ -111,11 +142,34 @@ class ResponseJsonSchema(StrictSchema):
     strict = Bool(allow_none=True)
 
 
+#: The keys of OpenAI's wrapper; an object with only these and an object ``schema`` is the wrapper.
+WRAPPER_KEYS = frozenset({"name", "description", "schema", "strict"})
+
+
+def is_schema_wrapper(value: Any) -> bool:
+    """Whether a ``json_schema`` value is OpenAI's wrapper rather than the JSON Schema itself."""
+    return (
+        isinstance(value, Mapping) and isinstance(value.get("schema"), Mapping) and set(value) <= WRAPPER_KEYS
+    )
+
+
+class ResponseJsonSchemaField(fields.Field):
+    """``response_format.json_schema``: OpenAI's wrapper ``{name?, description?, schema, strict?}``
+    or (PrivateGPT's shape) the JSON Schema itself; both load as the wrapper."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise ValidationError("Not a valid object: a JSON Schema or {name?, schema, strict?}.")
+        if is_schema_wrapper(value):
+            return ResponseJsonSchema().load(value)
+        return {"schema": JsonSchemaField().deserialize(value)}
+
+
 class ResponseFormatSchema(StrictSchema):
     """Deprecated ``{type: "text"|"json_schema", json_schema?}``; mapped onto output_config.format."""
 
     type = Str(required=True, validate=one_of("text", "json_schema"))
-    json_schema = fields.Nested(ResponseJsonSchema)
+    json_schema = ResponseJsonSchemaField()
 
     @validates_schema
     def _schema_when_json(self, data: dict[str, Any], **kwargs: Any) -> None:

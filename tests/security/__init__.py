@@ -1,1 +1,1 @@
-"""Security: attacks on a shared Sluice, each refused or contained (issue 13)."""
+"""Attacks by a hostile tenant, each against a real stack (API process, Redis, worker where needed)."""

@@ -159,18 +159,7 @@ def small_redis(tmp_path: Path) -> Iterator[redis.Redis]:
     stack.stop()
 
 
-#: Redis lets a script without flags write past maxmemory once its first write was a command
-#: that is not "deny-oom" (DEL, ZREMRANGEBYSCORE...). shared/store.py's create script starts with
-#: such writes unless the rate limit is on (then its first write is HSET): the fix belongs there
-#: (a deny-oom write first, or the `#!lua` shebang, which fakeredis cannot parse).
-CREATE_ESCAPES_OOM = pytest.mark.xfail(
-    strict=True, reason="store.create's first write is not deny-oom: Redis lets the script past maxmemory"
-)
-
-
-@pytest.mark.parametrize(
-    "rate_limit", [pytest.param(0, marks=CREATE_ESCAPES_OOM), 600], ids=["no-rate-limit", "rate-limited"]
-)
+@pytest.mark.parametrize("rate_limit", [0, 600], ids=["no-rate-limit", "rate-limited"])
 def test_a_full_redis_refuses_new_work_and_keeps_queued_work(small_redis, tmp_path, rate_limit):
     """With the deploy's eviction policy a Redis at maxmemory drops nothing: a submit is 529 with
     Retry-After, and the queued task, its message and every other key survive."""

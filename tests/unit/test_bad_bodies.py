@@ -278,12 +278,12 @@ CASES: list[tuple[str, Any, list[Any]]] = [
     (
         "schema the grammar cannot express",
         b(output_config={"format": {"type": "json_schema", "schema": {"$ref": "#/defs/missing"}}}),
-        ["output_config", "format", "schema"],
+        ["output_config", "format", "schema", "$ref"],
     ),
     (
         "tool schema the grammar cannot express",
         b(tools=[{"name": "t", "input_schema": {"$ref": "#/nowhere"}}]),
-        ["tools", 0, "input_schema"],
+        ["tools", 0, "input_schema", "$ref"],
     ),
     ("container on a model without it", b(container="c1"), ["container"]),
     ("context_management on a model without it", b(context_management={"edits": []}), ["context_management"]),

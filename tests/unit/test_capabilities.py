@@ -61,25 +61,3 @@ def test_dropped_upstream_params_are_refused_not_silently_dropped():
     caps = capabilities_of(spec)
     assert {"top_k", "min_p"} <= caps.refused()
     assert "temperature" in caps.honoured and "top_k" not in caps.honoured
-
-
-def test_schema_keywords_a_grammar_cannot_enforce_are_refused():
-    """minimum, uniqueItems and friends are named in a 400 instead of being silently ignored."""
-    from shared.grammar import GrammarError, schema_to_gbnf, unenforced_keywords
-
-    schema = {
-        "type": "object",
-        "properties": {
-            "age": {"type": "integer", "minimum": 0},
-            "tags": {"type": "array", "uniqueItems": True},
-        },
-        "$defs": {"x": {"not": {"type": "string"}}},
-    }
-    assert unenforced_keywords(schema) == [
-        "#/properties/age/minimum",
-        "#/properties/tags/uniqueItems",
-        "#/$defs/x/not",
-    ]
-    with pytest.raises(GrammarError, match="minimum"):
-        schema_to_gbnf(schema)
-    assert unenforced_keywords({"type": "object", "properties": {"minimum": {"type": "integer"}}}) == []

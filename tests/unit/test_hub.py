@@ -354,7 +354,7 @@ def test_pusher_that_cannot_keep_up_falls_back_to_its_mailbox_and_misses_nothing
 def test_deleting_a_message_ends_its_idle_observers_at_once(redis_url, store, name):
     """A delete wakes the blocked tail (its tombstone): observers get GONE long before the tail's
     own read or any ping would time out (both 120 s here)."""
-    hub = Hub(store, hub_client(redis_url, f"{name}-tail"), block_ms=120_000)
+    hub = Hub(store, hub_client(redis_url, f"{name}-tail", block_ms=120_000), block_ms=120_000)
     start(store)
     watchers = [Watcher(hub, idle=120) for _ in range(3)]
     wait_until(lambda: hub.tail_count() == 1 and all(len(w.items) == 2 for w in watchers))
@@ -398,3 +398,60 @@ def test_following_a_message_that_does_not_exist_is_gone_at_once(hub):
     """No status: the observer gets GONE without tailing anything."""
     assert list(hub.follow("nope", "0-0", idle_seconds=5)) == [Tick.GONE]
     assert hub.tail_count() == 0
+
+
+def test_many_streams_share_a_bounded_set_of_reader_connections(redis_url, store, client, name):
+    """Thirty observed streams on a hub of two readers: two tail connections, every observer
+    gets every event of its own stream and nothing of another's."""
+    hub = Hub(store, hub_client(redis_url, f"{name}-tail", block_ms=60_000), block_ms=60_000, max_readers=2)
+    ids = [f"s{index}" for index in range(30)]
+    for message_id in ids:
+        start(store, message_id)
+    watchers = {message_id: Watcher(hub, message_id, idle=60) for message_id in ids}
+    wait_until(lambda: hub.tail_count() == 30 and all(len(w.items) == 2 for w in watchers.values()))
+    assert hub.reader_count() == 2
+    for message_id in ids:
+        store.append(message_id, [ev.text_delta(0, f"only {message_id} ")])
+        finish(store, message_id)
+    for message_id, watcher in watchers.items():
+        assert watcher.done.wait(20)
+        assert watcher.ids() == all_ids(store, message_id)
+        texts = [item.data for item in watcher.items if item.type == "content_block_delta"]
+        assert len(texts) == 1 and f"only {message_id} " in texts[0]
+    tails = [c for c in client.client_list() if c.get("name") == f"{name}-tail"]
+    assert len(tails) <= 2
+    wait_until(lambda: hub.reader_count() == 0)
+
+
+def test_a_stream_added_to_a_blocked_reader_is_read_at_once(redis_url, store, name):
+    """A reader blocked for a minute on one stream reads a stream added to it at once (its wake
+    key), not when its read times out."""
+    hub = Hub(store, hub_client(redis_url, f"{name}-tail", block_ms=60_000), block_ms=60_000, max_readers=1)
+    start(store, "first")
+    first = Watcher(hub, "first", idle=60)
+    wait_until(lambda: len(first.items) == 2 and hub.reader_count() == 1)
+    time.sleep(0.2)  # let the reader block on "first" alone
+    start(store, "second")
+    second = Watcher(hub, "second", idle=60)
+    wait_until(lambda: len(second.items) == 2 and hub.tail_count() == 2)
+    store.append("second", [ev.text_delta(0, "live")])
+    wait_until(lambda: len(second.items) == 3, timeout=20)  # the reader's own read lasts a minute
+    assert hub.reader_count() == 1
+    for message_id in ("first", "second"):
+        finish(store, message_id)
+    assert first.done.wait(20) and second.done.wait(20)
+
+
+def test_deleting_one_of_many_multiplexed_streams_ends_only_its_observers(redis_url, store, name):
+    """On a shared reader, a delete ends the deleted stream's observers; the others go on."""
+    hub = Hub(store, hub_client(redis_url, f"{name}-tail", block_ms=60_000), block_ms=60_000, max_readers=1)
+    for message_id in ("keep", "drop"):
+        start(store, message_id)
+    keep, drop = Watcher(hub, "keep", idle=60), Watcher(hub, "drop", idle=60)
+    wait_until(lambda: len(keep.items) == 2 and len(drop.items) == 2 and hub.tail_count() == 2)
+    store.delete("drop")
+    assert drop.done.wait(20) and drop.gone
+    store.append("keep", [ev.text_delta(0, "still here")])
+    finish(store, "keep")
+    assert keep.done.wait(20) and not keep.gone
+    assert keep.ids() == all_ids(store, "keep")

@@ -2,6 +2,7 @@
 
 import pytest
 
+from shared.grammar import SchemaLimits
 from shared.settings import Settings, SettingsError, load_settings
 
 
@@ -68,3 +69,23 @@ def test_performance_settings_are_parsed_and_checked():
     with pytest.raises(SettingsError) as raised:
         load_settings({"SLUICE_COALESCE_MS": "-1", "SLUICE_API_REDIS_CONNECTIONS": "0"})
     assert "SLUICE_COALESCE_MS" in str(raised.value) and "SLUICE_API_REDIS_CONNECTIONS" in str(raised.value)
+
+
+def test_schema_caps_are_parsed_and_checked():
+    """Schema and grammar caps come from SLUICE_*; the repetition cap stays within llama.cpp's 2000."""
+    settings = load_settings(
+        {
+            "SLUICE_SCHEMA_MAX_REPEAT": "2000",
+            "SLUICE_SCHEMA_MAX_PROPERTIES": "10",
+            "SLUICE_SCHEMA_MAX_NODES": "50",
+            "SLUICE_SCHEMA_MAX_DEPTH": "4",
+            "SLUICE_GRAMMAR_MAX_BYTES": "4096",
+            "SLUICE_GRAMMAR_COMPILE_SECONDS": "0.5",
+        }
+    )
+    limits = SchemaLimits.from_settings(settings)
+    assert limits == SchemaLimits(2000, 10, 4, 50, 4096, 0.5)
+    with pytest.raises(SettingsError, match="SLUICE_SCHEMA_MAX_REPEAT"):
+        load_settings({"SLUICE_SCHEMA_MAX_REPEAT": "2001"})
+    with pytest.raises(SettingsError, match="SLUICE_GRAMMAR_COMPILE_SECONDS"):
+        load_settings({"SLUICE_GRAMMAR_COMPILE_SECONDS": "0"})

@@ -3,7 +3,7 @@
 import pytest
 
 from shared import events as ev
-from shared.keys import message_keys
+from shared.keys import message_keys, tenant_bytes, tenant_stored
 from shared.store import (
     CANCELLED,
     COMPLETED,
@@ -12,6 +12,7 @@ from shared.store import (
     TOMBSTONE,
     TOMBSTONE_TTL_MS,
     InvalidCursor,
+    Limits,
     StreamCursor,
     StreamGone,
 )
@@ -157,3 +158,21 @@ def test_a_claim_that_runs_brings_the_status_and_the_request(store):
     assert claim.status["status"] == PROCESSING and claim.status["worker"] == "w1"
     refused = store.claim("m1", "w2", owner="w2", lease_ms=10_000, max_resumes=3)
     assert (refused.outcome, refused.status, refused.request, refused.runs) == ("locked", {}, None, False)
+
+
+def test_stored_bytes_count_until_delete_and_their_keys_expire_with_the_last_message(store):
+    """The quota counts request bytes per tenant; a delete gives them back; once every message
+    ended, the tenant's bookkeeping keys expire with the retention of the last one."""
+    limits = Limits(max_stored_bytes=1000)
+    body = {"text": "x" * 300}
+    assert store.create("t/a", body, {"model": "x"}, tenant="t", limits=limits).outcome == "created"
+    assert store.create("t/b", body, {"model": "x"}, tenant="t", limits=limits).outcome == "created"
+    assert store.create("t/c", body, {"model": "x"}, tenant="t", limits=limits).outcome == "created"
+    assert store.create("t/d", body, {"model": "x"}, tenant="t", limits=limits).outcome == "quota"
+    assert store.create("u/d", body, {"model": "x"}, tenant="u", limits=limits).outcome == "created"
+    assert store.delete("t/a")
+    assert store.create("t/d", body, {"model": "x"}, tenant="t", limits=limits).outcome == "created"
+    for sid in ("t/b", "t/c", "t/d"):
+        store.finish(sid, CANCELLED, [], expected=PENDING)
+    for key in (tenant_stored("t"), tenant_bytes("t")):
+        assert 0 < store.redis.ttl(key) <= store.retention_seconds + 2

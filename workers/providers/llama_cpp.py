@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.grammar import SchemaLimits
 from shared.models import ModelSpec
 from shared.prompt import block_text
 from shared.tokenizer import TokenizerError, default_model_path, prompt_tokens
@@ -33,9 +34,9 @@ from workers.providers.llama_calls import (
     ARGUMENTS_PREFIX,
     CALL_MARKER,
     NAME_PREFIX,
+    GrammarCache,
     marker_state,
     names_grammar,
-    schema_grammar,
 )
 
 __all__ = ["SAMPLING_DEFAULTS", "LlamaCppProvider", "default_model_path", "load_llama"]
@@ -91,14 +92,23 @@ class LlamaCppProvider:
     #: The last prompt prefilled and the logits at its end (see ``_prefill``).
     _last_prompt: list[int] = field(default_factory=list)
     _last_logits: Any = None
+    #: What a schema may cost; its grammars compiled within a time budget and cached by hash.
+    limits: SchemaLimits = field(default_factory=SchemaLimits)
+    _grammars: GrammarCache | None = None
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec) -> LlamaCppProvider:
+    def from_spec(cls, spec: ModelSpec, limits: SchemaLimits | None = None) -> LlamaCppProvider:
         options = spec.options
         llm = load_llama(
             options.get("path"), int(options.get("n_ctx", 4096)), int(options.get("n_threads", 2))
         )
-        return cls(llm=llm, model=spec.display_name or spec.id)
+        return cls(llm=llm, model=spec.display_name or spec.id, limits=limits or SchemaLimits())
+
+    def schema_grammar(self, schema: dict[str, Any]) -> Any:
+        """The grammar of ``schema``: from the cache, or compiled (and checked by llama.cpp) in time."""
+        if self._grammars is None:
+            self._grammars = GrammarCache(self.limits, vocab=self.llm._model.vocab)
+        return self._grammars.grammar(schema)
 
     def prompt_tokens(self, request: dict[str, Any]) -> list[int]:
         """The request rendered through the model's own chat template, tokenized."""
@@ -126,7 +136,7 @@ class LlamaCppProvider:
             elif tools and choice == "auto":
                 yield from self._text_or_call(request, tokens, budget)
             else:
-                grammar = schema_grammar(fmt["schema"]) if fmt else None
+                grammar = self.schema_grammar(fmt["schema"]) if fmt else None
                 yield from self._text(request, tokens, budget, grammar)
 
     def resume_stream(self, request: dict[str, Any], max_tokens: int, resume: Resume) -> ProviderStream:
@@ -281,7 +291,9 @@ class LlamaCppProvider:
         schema = next(t["input_schema"] for t in request["tools"] if t["name"] == name)
         yield ToolUseStart(id="toolu_" + secrets.token_urlsafe(18), name=name)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        for token in self._sample(request, context + self._tok(ARGUMENTS_PREFIX), schema_grammar(schema)):
+        for token in self._sample(
+            request, context + self._tok(ARGUMENTS_PREFIX), self.schema_grammar(schema)
+        ):
             yield ToolInputDelta(decoder.decode(self.llm.detokenize([token])), 1 + spent)
             spent = 0
             if budget.spend():

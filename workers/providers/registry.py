@@ -4,35 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from shared.grammar import SchemaLimits
 from shared.models import ModelSpec
+from shared.settings import Settings
 from workers.providers.base import Provider
 
 
-def _llama_cpp(spec: ModelSpec) -> Provider:
+def _llama_cpp(spec: ModelSpec, settings: Settings | None) -> Provider:
     from workers.providers.llama_cpp import LlamaCppProvider
 
-    return LlamaCppProvider.from_spec(spec)
+    limits = SchemaLimits.from_settings(settings) if settings else None
+    return LlamaCppProvider.from_spec(spec, limits)
 
 
-def _scripted(spec: ModelSpec) -> Provider:
+def _scripted(spec: ModelSpec, settings: Settings | None) -> Provider:
     from workers.providers.scripted import ScriptedProvider
 
     return ScriptedProvider.from_spec(spec)
 
 
-def _openai(spec: ModelSpec) -> Provider:
+def _openai(spec: ModelSpec, settings: Settings | None) -> Provider:
     from workers.providers.openai import OpenAIProvider
 
     return OpenAIProvider.from_spec(spec)
 
 
-def _anthropic(spec: ModelSpec) -> Provider:
+def _anthropic(spec: ModelSpec, settings: Settings | None) -> Provider:
     from workers.providers.anthropic import AnthropicProvider
 
     return AnthropicProvider.from_spec(spec)
 
 
-PROVIDERS: dict[str, Callable[[ModelSpec], Provider]] = {
+PROVIDERS: dict[str, Callable[[ModelSpec, Settings | None], Provider]] = {
     "llama_cpp": _llama_cpp,
     "scripted": _scripted,
     "openai": _openai,
@@ -40,10 +43,10 @@ PROVIDERS: dict[str, Callable[[ModelSpec], Provider]] = {
 }
 
 
-def build_provider(spec: ModelSpec) -> Provider:
-    """The provider for ``spec``; its model loads now."""
+def build_provider(spec: ModelSpec, settings: Settings | None = None) -> Provider:
+    """The provider for ``spec`` (configured by ``settings`` where it reads any); its model loads now."""
     try:
         factory = PROVIDERS[spec.provider]
     except KeyError:
         raise ValueError(f"model {spec.id!r}: unknown provider {spec.provider!r}") from None
-    return factory(spec)
+    return factory(spec, settings)
