@@ -40,11 +40,17 @@ def post_worker_init(worker: object) -> None:
 
 
 def on_starting(server: object) -> None:
-    """The master logs structured lines too (workers configure theirs in the app factory)."""
+    """The master logs structured lines too (workers configure theirs in the app factory), and
+    exits before binding when the address is public and no key is set (``api.exposure``)."""
+    from api.exposure import open_api_refusal
     from shared.logging import configure_logging
     from shared.settings import load_settings
 
-    configure_logging(load_settings(), "api")
+    settings = load_settings()
+    configure_logging(settings, "api")
+    refusal = open_api_refusal(settings)
+    if refusal:
+        raise SystemExit(f"sluice: {refusal}")
 
 
 class _PropagatingLogger(glogging.Logger):

@@ -143,14 +143,26 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def start_redis(self, port: int | None = None, *, persistent: bool = True) -> str:
-        """A redis-server on loopback; returns its URL and sets ``SLUICE_REDIS_URL``."""
+    def start_redis(
+        self, port: int | None = None, *, persistent: bool = True, password: str | None = None
+    ) -> str:
+        """A redis-server on loopback; returns its URL and sets ``SLUICE_REDIS_URL``.
+
+        With ``password``, Redis requires it; it goes into a private config file, never the command line.
+        """
         server = shutil.which("redis-server") or "/usr/bin/redis-server"
         port = port or free_port()
         data = self.var_dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
+        config: list[str] = []
+        if password:
+            path = self.var_dir / f"redis-{port}.conf"
+            path.touch(mode=0o600)
+            path.write_text(f"requirepass {password}\n")
+            config = [str(path)]
         argv = [
             server,
+            *config,
             "--port",
             str(port),
             "--bind",
@@ -174,7 +186,7 @@ class Stack:
         ]
         process = self.spawn(f"redis-{port}", argv)
         self._wait(process, lambda: port_open(port), 20, "redis-server")
-        url = f"redis://127.0.0.1:{port}/0"
+        url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
         self.env["SLUICE_REDIS_URL"] = url
         return url
 
@@ -241,16 +253,16 @@ class Stack:
         return f"http://127.0.0.1:{port}"
 
     def start_flower(self, port: int, basic_auth: str | None = None) -> str:
-        """Flower on ``port`` (task events come from the workers' ``-E``)."""
+        """Flower on ``port`` (task events come from the workers' ``-E``); ``basic_auth``
+        ("user:password") reaches it through ``FLOWER_BASIC_AUTH``, never the command line."""
         argv = [
             *CELERY,
             "flower",
             f"--port={port}",
             "--address=127.0.0.1",
         ]
-        if basic_auth:
-            argv.append(f"--basic-auth={basic_auth}")
-        process = self.spawn(f"flower-{port}", argv)
+        env = {"FLOWER_BASIC_AUTH": basic_auth} if basic_auth else {}
+        process = self.spawn(f"flower-{port}", argv, env)
         self._wait(process, lambda: port_open(port), 30, "Flower")
         return f"http://127.0.0.1:{port}"
 

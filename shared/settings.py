@@ -18,9 +18,10 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8000
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Secrets (a Redis password in the URL, Flower's user:password) never appear in repr().
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
     flower_port: int = 5555
-    flower_basic_auth: str | None = None
+    flower_basic_auth: str | None = field(default=None, repr=False)
     worker_concurrency: int = 1
     retention_seconds: int = 3600
     # How long an accepted message may wait or run before its keys expire regardless.
@@ -99,6 +100,8 @@ class Settings:
     webhook_timeout_seconds: float = 10.0
     webhook_allow_private: bool = False
     upstream_allow_private_urls: bool = False
+    # Deploy safety (docs/DEPLOY.md): serve without keys on a non-loopback SLUICE_HOST only if true.
+    allow_open_api: bool = False
 
 
 def _parse_bool(raw: str) -> bool:
@@ -223,6 +226,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "webhook_timeout_seconds": _parse_positive_float,
     "webhook_allow_private": _parse_bool,
     "upstream_allow_private_urls": _parse_bool,
+    "allow_open_api": _parse_bool,
 }
 
 ENV_PREFIX = "SLUICE_"

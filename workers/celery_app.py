@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import weakref
 from typing import Any
 
 from celery import Celery, signals
@@ -26,15 +27,26 @@ _runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
 
 
+#: The settings each app was built with. Not in ``app.conf``: the conf is served to anyone
+#: asking the workers (``celery inspect conf``, Flower's worker page) and only its own keys are
+#: censored there; Settings carry the Redis password and Flower's credentials.
+_app_settings: weakref.WeakKeyDictionary[Celery, Settings] = weakref.WeakKeyDictionary()
+
+
 def create_celery(settings: Settings) -> Celery:
     """The worker-side Celery app for ``settings``; connects to nothing until it runs."""
     app = Celery("sluice", set_as_current=True)
     app.conf.update(celery_config(settings))
     queues = {LOCAL_QUEUE, WEBHOOK_QUEUE} | load_registry(settings).queues()
     app.conf.task_queues = [Queue(name) for name in sorted(queues)]
-    app.conf.sluice_settings = settings
     app.conf.include = ["workers.tasks"]
+    _app_settings[app] = settings
     return app
+
+
+def app_settings(app: Celery) -> Settings:
+    """The settings ``app`` was created with (``create_celery``)."""
+    return _app_settings[app]
 
 
 def get_runtime() -> Runtime:
