@@ -32,6 +32,8 @@ import redis
 
 from shared import events as ev
 from shared.keys import message_keys
+from shared.redis_client import redis_client
+from shared.settings import Settings
 from shared.store import MessageStore, StoredEvent, stored_event
 
 #: How long one tail ``XREAD`` blocks; a tail whose observers all left lingers at most this long.
@@ -410,10 +412,4 @@ class _Cursor:
 
 def hub_client(url: str, name: str) -> redis.Redis:
     """A client for tails: one connection per tailed stream, never cut short while blocked."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_keepalive=True,
-        health_check_interval=10,
-        client_name=name,
-    )
+    return redis_client(Settings(redis_url=url), name)

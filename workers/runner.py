@@ -35,6 +35,8 @@ class BoundSink:
     message_id: str
     owner: str = ""
     lease_ms: int = 0
+    #: ``SLUICE_REDIS_WAIT_MS``: how long the terminal write waits for a replica (0 = not at all).
+    wait_ms: int = 0
 
     def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> int:
         with _unavailable_as_sink_error():
@@ -46,7 +48,9 @@ class BoundSink:
         self, status: str, events: Sequence[ev.Event], fields: FieldValues | None = None
     ) -> str | None:
         with _unavailable_as_sink_error():
-            return self.store.finish(self.message_id, status, events, fields, owner=self.owner)
+            return self.store.finish(
+                self.message_id, status, events, fields, owner=self.owner, wait_ms=self.wait_ms
+            )
 
 
 @contextmanager
@@ -97,7 +101,7 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
     if not claim.runs:
         log.info("skip", extra={"message_id": message_id, "status": claim.outcome})
         return claim.outcome
-    sink = BoundSink(store, message_id, owner, leases.lease_ms)
+    sink = BoundSink(store, message_id, owner, leases.lease_ms, settings.redis_wait_ms)
     with holding_lease(leases, message_id, owner):
         if claim.outcome == "exhausted":
             state = resume_state(store.all_events(message_id))

@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 
+from shared import redis_client as clients
 from shared.models import ModelRegistry, ModelSpec, load_registry
 from shared.settings import Settings
 from shared.store import MessageStore
@@ -17,13 +18,7 @@ from workers.providers.registry import build_provider
 
 def redis_client(settings: Settings) -> redis.Redis:
     """A Redis client whose socket timeout never cuts a blocking read short."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_keepalive=True,
-        health_check_interval=10,
-        retry_on_timeout=True,
-    )
+    return clients.redis_client(settings, "sluice-worker", retry_on_timeout=True)
 
 
 def message_store(settings: Settings, client: redis.Redis) -> MessageStore:

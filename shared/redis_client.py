@@ -1,0 +1,97 @@
+"""The one place that builds Redis clients and the Celery broker's address.
+
+Two modes, chosen by settings: ``SLUICE_REDIS_URL`` (one Redis server), or
+``SLUICE_REDIS_SENTINELS`` + ``SLUICE_REDIS_SENTINEL_MASTER`` (a Sentinel-managed primary;
+every new connection asks the sentinels where the primary is, so after a failover each
+client follows by itself). The broker (kombu's ``sentinel://`` transport) and the message
+store always talk to the same primary: the submit script pushes the task on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import redis
+from redis.sentinel import Sentinel, SentinelConnectionPool
+
+from shared.settings import Settings, parse_addresses
+
+#: How long a client waits for one sentinel before asking the next.
+SENTINEL_TIMEOUT_SECONDS = 1.0
+
+
+class BlockingSentinelConnectionPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """A Sentinel-managed pool that makes callers wait for a free connection (a bounded
+    pool, like ``redis.BlockingConnectionPool``) instead of opening more."""
+
+
+def redis_client(
+    settings: Settings,
+    name: str,
+    *,
+    max_connections: int | None = None,
+    retry_on_timeout: bool = False,
+) -> redis.Redis:
+    """A client of the deployment's Redis (decoded replies, keepalive, health checks).
+
+    With ``max_connections`` the pool is bounded and blocking (callers wait up to 30 s for a
+    connection); without it, one connection per concurrent caller, never cut short while a
+    blocking read waits.
+    """
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+        "retry_on_timeout": retry_on_timeout,
+        "client_name": name,
+    }
+    if settings.redis_password:
+        options["password"] = settings.redis_password
+    if max_connections is not None:
+        options.update(max_connections=max_connections, timeout=30)
+    if settings.redis_sentinels:
+        pool_class = BlockingSentinelConnectionPool if max_connections is not None else SentinelConnectionPool
+        return sentinel(settings).master_for(
+            settings.redis_sentinel_master, connection_pool_class=pool_class, **options
+        )
+    if max_connections is not None:
+        pool = redis.BlockingConnectionPool.from_url(settings.redis_url, **options)
+        return redis.Redis(connection_pool=pool)
+    return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def sentinel(settings: Settings) -> Sentinel:
+    """A ``Sentinel`` over ``SLUICE_REDIS_SENTINELS`` (the same password for sentinels and nodes)."""
+    assert settings.redis_sentinels, "SLUICE_REDIS_SENTINELS is not set"
+    sentinel_options: dict[str, Any] = {
+        "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
+        "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
+    }
+    if settings.redis_password:
+        sentinel_options["password"] = settings.redis_password
+    return Sentinel(parse_addresses(settings.redis_sentinels), sentinel_kwargs=sentinel_options)
+
+
+def broker_url(settings: Settings) -> str:
+    """Celery's ``broker_url``: the Redis URL, or one ``sentinel://`` URL per sentinel
+    (kombu's failover syntax, ``;``-separated), carrying the nodes' password."""
+    if not settings.redis_sentinels:
+        return settings.redis_url
+    auth = f":{quote(settings.redis_password, safe='')}@" if settings.redis_password else ""
+    hosts = parse_addresses(settings.redis_sentinels)
+    return ";".join(f"sentinel://{auth}{host}:{port}/0" for host, port in hosts)
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    """What kombu's sentinel transport needs besides the URL (nothing in URL mode)."""
+    if not settings.redis_sentinels:
+        return {}
+    sentinel_options: dict[str, Any] = {
+        "socket_timeout": SENTINEL_TIMEOUT_SECONDS,
+        "socket_connect_timeout": SENTINEL_TIMEOUT_SECONDS,
+    }
+    if settings.redis_password:
+        sentinel_options["password"] = settings.redis_password
+    return {"master_name": settings.redis_sentinel_master, "sentinel_kwargs": sentinel_options}
+
