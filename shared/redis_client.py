@@ -13,6 +13,8 @@ from typing import Any
 from urllib.parse import quote
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from shared.settings import Settings, parse_addresses
@@ -32,12 +34,17 @@ def redis_client(
     *,
     max_connections: int | None = None,
     retry_on_timeout: bool = False,
+    resend: bool = True,
 ) -> redis.Redis:
     """A client of the deployment's Redis (decoded replies, keepalive, health checks).
 
     With ``max_connections`` the pool is bounded and blocking (callers wait up to 30 s for a
     connection); without it, one connection per concurrent caller, never cut short while a
     blocking read waits.
+
+    ``resend=False``: a command whose connection broke is never sent again (redis-py would
+    retry it, and a script that did run before the break, e.g. on a primary that died after
+    replicating it, would then run twice); the caller sees the error instead.
     """
     options: dict[str, Any] = {
         "decode_responses": True,
@@ -48,6 +55,8 @@ def redis_client(
     }
     if settings.redis_password:
         options["password"] = settings.redis_password
+    if not resend:
+        options["retry"] = Retry(NoBackoff(), 0)
     if max_connections is not None:
         options.update(max_connections=max_connections, timeout=30)
     if settings.redis_sentinels:
@@ -94,4 +103,3 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
     if settings.redis_password:
         sentinel_options["password"] = settings.redis_password
     return {"master_name": settings.redis_sentinel_master, "sentinel_kwargs": sentinel_options}
-

@@ -136,18 +136,19 @@ class Network:
         # ld rand; if rand >= threshold: no match (default class 1:1) else class 1:2 (dropped)
         program = f"4,32 0 0 {2**32 - 0x1000 + 56},53 0 1 {threshold},6 0 0 0,6 0 0 {0x10002}"
         for namespace, device in ((host.namespace, "eth0"), (self.switch, host.port)):
-            tc(namespace, "qdisc", "add", "dev", device, "root", "handle", "1:", "htb", "default", "1", "r2q", "100000")
+            on = ("dev", device)
+            tc(namespace, "qdisc", "add", *on, "root", "handle", "1:", "htb", "default", "1", "r2q", "100000")
             for cls in ("1:1", "1:2"):
-                tc(namespace, "class", "add", "dev", device, "parent", "1:", "classid", cls, "htb", "rate", "10gbit")
-            tc(namespace, "qdisc", "add", "dev", device, "parent", "1:2", "handle", "20:", "pfifo", "limit", "0")
-            tc(namespace, "filter", "add", "dev", device, "parent", "1:", "bpf", "bytecode", program)
+                tc(namespace, "class", "add", *on, "parent", "1:", "classid", cls, "htb", "rate", "10gbit")
+            tc(namespace, "qdisc", "add", *on, "parent", "1:2", "handle", "20:", "pfifo", "limit", "0")
+            tc(namespace, "filter", "add", *on, "parent", "1:", "bpf", "bytecode", program)
 
     def dropped(self, host: Host) -> int:
         """Packets the loss rule dropped so far on ``host``'s link (both directions)."""
         total = 0
         for namespace, device in ((host.namespace, "eth0"), (self.switch, host.port)):
             out = subprocess.run(
-                ["ip", "netns", "exec", namespace, "tc", "-s", "qdisc", "show", "dev", device, "parent", "1:2"],
+                ["ip", "netns", "exec", namespace, "tc", "-s", "qdisc", "show", "dev", device],
                 capture_output=True,
                 text=True,
                 check=False,

@@ -8,6 +8,7 @@ throughput, and order is kept."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import socket
 import sys
 import threading
@@ -50,10 +51,8 @@ def _pump(source: socket.socket, sink: socket.socket, delay: float) -> None:
 
 
 def _close(sock: socket.socket, how: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(how)
-    except OSError:
-        pass
 
 
 def _address(text: str) -> tuple[str, int]:

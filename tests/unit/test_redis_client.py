@@ -7,10 +7,15 @@ import redis
 from redis.sentinel import SentinelConnectionPool
 
 from shared.celery_config import celery_config
+from shared.keys import message_keys
 from shared.redis_client import BlockingSentinelConnectionPool, broker_url, redis_client
 from shared.settings import Settings, SettingsError, load_settings
+from shared.store import MessageStore
 
-SENTINELS = {"SLUICE_REDIS_SENTINELS": "10.0.0.1:26379, 10.0.0.2:26380", "SLUICE_REDIS_SENTINEL_MASTER": "prod"}
+SENTINELS = {
+    "SLUICE_REDIS_SENTINELS": "10.0.0.1:26379, 10.0.0.2:26380",
+    "SLUICE_REDIS_SENTINEL_MASTER": "prod",
+}
 
 
 def test_sentinel_settings_are_parsed_and_normalised():
@@ -61,3 +66,15 @@ def test_sentinel_mode_builds_master_clients_and_a_sentinel_broker():
     assert options["master_name"] == "prod"
     assert options["sentinel_kwargs"]["password"] == "p@ss/word"
     assert options["queue_order_strategy"] == "priority"
+
+
+def test_finish_with_wait_returns_the_status_after_waiting_for_a_replica(redis_url):
+    """``wait_ms``: the terminal write goes out with ``WAIT 1 <ms>`` on its connection; with no
+    replica the wait runs out and the finish still reports the status it set."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    store = MessageStore(client, retention_seconds=60)
+    client.hset(message_keys("msg_wait").status, mapping={"status": "processing", "tenant": "anonymous"})
+    assert store.finish("msg_wait", "completed", [], wait_ms=20) == "completed"
+    assert store.finish("msg_wait", "error", [], wait_ms=20) == "completed"
+    assert client.hget(message_keys("msg_wait").status, "status") == "completed"
+    client.delete(*message_keys("msg_wait").all())
