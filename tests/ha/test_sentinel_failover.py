@@ -31,13 +31,15 @@ def _first_submit(api: str) -> tuple[str, float]:
     return message_id, time.monotonic() - started
 
 
-def test_primary_killed_mid_generation_fails_over_without_losing_a_delta(make_ha_stack):
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_primary_killed_mid_generation_fails_over_without_losing_a_delta(make_ha_stack, pool):
     """SIGKILL of the primary: a replica is promoted; the running message ends completed with
     its exact text once (same stream, read by an observer that resumes with Last-Event-ID); a
     queued message runs; a submit succeeds within the failover time plus a bound; a message
-    completed before the kill is intact on the new primary."""
+    completed before the kill is intact on the new primary. Both worker pools (the local
+    models' prefork, the upstream models' threads) ride it out."""
     ha = make_ha_stack(replicas=2)
-    ha.worker("w1")
+    worker = ha.worker("w1", pool=pool)
     api = ha.start_api()
     ha.stack.wait_ready(api)
     done = post(api, chat(max_tokens=5, model="fast")).json()["message_id"]
@@ -60,6 +62,7 @@ def test_primary_killed_mid_generation_fails_over_without_losing_a_delta(make_ha
     for message_id in (queued, after, running):
         wait_until(lambda m=message_id: status_of(api, m)["status"] == "completed", 120, f"{message_id}")
     assert [(f.id, f.event, f.raw_data) for f in Watcher([api], done).wait(60)] == before
+    assert worker.alive()
     print(f"first submit accepted {took:.1f}s after the primary was killed")
 
 
