@@ -55,6 +55,23 @@ def _redis_totals(client: Any) -> tuple[int, float, float]:
     return calls, usec, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
 
 
+def _fanout(st: Any, observers: int, repeats: int) -> Metric:
+    """API CPU per token per observer when ``observers`` watch one stream (the hub reads it once)."""
+    metric = Metric(f"API CPU per token per observer, {observers} observers of one stream", "µs")
+    api_pid = next(p.popen.pid for p in st.stack.processes if p.name.startswith("api-"))
+    body = {"model": "io", "max_tokens": TOKENS, "messages": [{"role": "user", "content": "Go."}]}
+    for _ in range(repeats):
+        message_id = httpx.post(f"{st.api}/v1/messages/async", json=body, timeout=30).json()["message_id"]
+        before = _cpu_seconds(api_pid)
+        threads = [threading.Thread(target=_observe, args=(st.api, message_id)) for _ in range(observers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        metric.add((_cpu_seconds(api_pid) - before) * 1e6 / (TOKENS * observers))
+    return metric
+
+
 def run(options: Options) -> list[Metric]:
     """Per message and per token: Redis calls, Redis CPU, API CPU per observer, worker CPU."""
     concurrent = options.pick(20, 50)
@@ -122,6 +139,8 @@ def run(options: Options) -> list[Metric]:
                 f"{server_token.values[-1]:.1f} µs Redis CPU/token, "
                 f"{api_token.values[-1]:.1f} µs API CPU/token"
             )
+        fanout = _fanout(st, options.pick(100, 200), options.repeats)
+    metrics.append(fanout)
     write_result(
         "capacity",
         options,
