@@ -153,10 +153,25 @@ class Network:
                 text=True,
                 check=False,
             ).stdout
-            for word, following in zip(out.split(), out.split()[1:], strict=False):
-                if word == "(dropped":
-                    total += int(following.rstrip(","))
+            block = (
+                out.split("qdisc pfifo 20:", 1)[1].split("qdisc ", 1)[0] if "qdisc pfifo 20:" in out else ""
+            )
+            words = block.replace(",", " ").split()
+            total += sum(int(words[i + 1]) for i, word in enumerate(words[:-1]) if word == "(dropped")
         return total
+
+    def loss_rules(self, host: Host) -> int:
+        """How many ends of ``host``'s link carry the loss classifier (2 once ``lossy`` ran)."""
+        found = 0
+        for namespace, device in ((host.namespace, "eth0"), (self.switch, host.port)):
+            out = subprocess.run(
+                ["ip", "netns", "exec", namespace, "tc", "filter", "show", "dev", device],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout
+            found += "bpf" in out
+        return found
 
     def run_in(self, host: Host, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Call ``fn`` on a thread that lives in ``host``'s network namespace."""
