@@ -14,13 +14,50 @@ from urllib.parse import quote
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import MasterDownError, ReadOnlyError, ResponseError
 from redis.retry import Retry
-from redis.sentinel import Sentinel, SentinelConnectionPool
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 from shared.settings import Settings, parse_addresses
 
 #: How long a client waits for one sentinel before asking the next.
 SENTINEL_TIMEOUT_SECONDS = 1.0
+
+
+#: Replies of a server that cannot take writes right now (a replica, a primary missing replicas
+#: for ``min-replicas-to-write``, a replica cut off from its primary): an outage, not a bug.
+_NOT_WRITABLE = ("NOREPLICAS", "MASTERDOWN", "READONLY")
+
+
+class _RefusedWritesAsUnavailable:
+    """Turns "cannot take writes now" replies into ``redis.ConnectionError``, so callers treat
+    them as the outage they are (the API answers 503, a worker's run stops and is resumed)
+    instead of as a failed command. Redis checks before a script's first write, and every
+    Sluice script reads before it writes, so such a refusal has written nothing."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except ResponseError as exc:
+            if isinstance(exc, MasterDownError | ReadOnlyError) or str(exc).startswith(_NOT_WRITABLE):
+                raise redis.ConnectionError(f"Redis cannot take writes now: {exc}") from exc
+            raise
+
+
+class WritableConnection(_RefusedWritesAsUnavailable, redis.Connection):
+    """A TCP connection (URL mode)."""
+
+
+class WritableSSLConnection(_RefusedWritesAsUnavailable, redis.SSLConnection):
+    """A TLS connection (``rediss://``)."""
+
+
+class WritableUnixConnection(_RefusedWritesAsUnavailable, redis.UnixDomainSocketConnection):
+    """A Unix socket connection (``unix://``)."""
+
+
+class WritableSentinelConnection(_RefusedWritesAsUnavailable, SentinelManagedConnection):
+    """A connection to the primary the sentinels name."""
 
 
 class BlockingSentinelConnectionPool(SentinelConnectionPool, redis.BlockingConnectionPool):
@@ -62,12 +99,24 @@ def redis_client(
     if settings.redis_sentinels:
         pool_class = BlockingSentinelConnectionPool if max_connections is not None else SentinelConnectionPool
         return sentinel(settings).master_for(
-            settings.redis_sentinel_master, connection_pool_class=pool_class, **options
+            settings.redis_sentinel_master,
+            connection_pool_class=pool_class,
+            connection_class=WritableSentinelConnection,
+            **options,
         )
+    options["connection_class"] = _url_connection_class(settings.redis_url)
     if max_connections is not None:
         pool = redis.BlockingConnectionPool.from_url(settings.redis_url, **options)
         return redis.Redis(connection_pool=pool)
     return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def _url_connection_class(url: str) -> type[redis.Connection] | type[redis.UnixDomainSocketConnection]:
+    if url.startswith("rediss://"):
+        return WritableSSLConnection
+    if url.startswith("unix://"):
+        return WritableUnixConnection
+    return WritableConnection
 
 
 def sentinel(settings: Settings) -> Sentinel:

@@ -78,3 +78,22 @@ def test_finish_with_wait_returns_the_status_after_waiting_for_a_replica(redis_u
     assert store.finish("msg_wait", "error", [], wait_ms=20) == "completed"
     assert client.hget(message_keys("msg_wait").status, "status") == "completed"
     client.delete(*message_keys("msg_wait").all())
+
+
+def test_a_primary_refusing_writes_reads_as_unavailable(redis_url):
+    """``NOREPLICAS`` (a primary short of ``min-replicas-to-write``, as right after a failover)
+    comes out as ``redis.ConnectionError`` (the API's 503, a worker's resumable stop), for plain
+    commands and scripts alike, and the refused script wrote nothing; reads still work."""
+    admin = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = redis_client(Settings(redis_url=redis_url), "t", max_connections=2)
+    store = MessageStore(client)
+    admin.config_set("min-replicas-to-write", 1)
+    try:
+        with pytest.raises(redis.ConnectionError, match="NOREPLICAS"):
+            client.set("sluice:test:refused", "1")
+        with pytest.raises(redis.ConnectionError, match="NOREPLICAS"):
+            store.create("msg_refused", {"model": "m"}, {"model": "m"})
+        assert client.get("sluice:test:refused") is None
+    finally:
+        admin.config_set("min-replicas-to-write", 0)
+    assert not admin.exists(message_keys("msg_refused").status, message_keys("msg_refused").request)
