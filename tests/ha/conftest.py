@@ -47,9 +47,11 @@ class HaStack:
         self.replicas = replicas
         self.workers: list[Process] = []
 
-    def worker(self, name: str, *, pool: str = "prefork", **env: str) -> Process:
+    def worker(self, name: str, *, pool: str = "prefork", concurrency: int = 1, **env: str) -> Process:
         """Start one more Celery worker."""
-        process = self.stack.start_worker(f"{name}-{os.getpid()}", pool=pool, concurrency=1, env=env)
+        process = self.stack.start_worker(
+            f"{name}-{os.getpid()}", pool=pool, concurrency=concurrency, env=env
+        )
         self.workers.append(process)
         return process
 
