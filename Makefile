@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup run test check bench clean redis-server chromium
+.PHONY: setup run test test-distributed test-ha check bench clean redis-server chromium
 
 setup: $(STAMP) redis-server
 
@@ -34,6 +34,14 @@ run: setup
 
 test: setup chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Fault tests across hosts made of network namespaces (root; skipped with the reason otherwise)
+# and the Sentinel failover tests. Both are also part of `make test`.
+test-distributed: setup
+	$(PY) -m pytest tests/distributed -q
+
+test-ha: setup
+	$(PY) -m pytest tests/ha -q
 
 check: setup
 	$(VENV)/bin/ruff check .

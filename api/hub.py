@@ -38,6 +38,8 @@ from api.cursor import READ_COUNT, Cursor
 from api.mailbox import Batch, Mailbox, Pusher, Wake, parse_id
 from shared import events as ev
 from shared.keys import hub_wake, message_keys
+from shared.redis_client import redis_client
+from shared.settings import Settings
 from shared.store import MessageStore, StoredEvent, epoch_of, stored_event
 
 __all__ = ["Batch", "Hub", "Mailbox", "Pusher", "Tick", "Wake", "hub_client", "parse_id"]
@@ -432,13 +434,11 @@ class Hub:
 
 
 def hub_client(url: str, name: str, *, block_ms: int = TAIL_BLOCK_MS) -> redis.Redis:
-    """A client for readers: one connection per reader, never cut short while blocked (its socket
-    timeout outlasts a blocked read by 10 s; redis-py's default of 5 s would not)."""
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_keepalive=True,
-        socket_timeout=block_ms / 1000 + 10,
-        health_check_interval=10,
-        client_name=name,
-    )
+    """A client for readers of the Redis at ``url``: one connection per reader, never cut short
+    while blocked (its socket timeout outlasts a blocked read by 10 s)."""
+    return tail_client(Settings(redis_url=url), name, block_ms=block_ms)
+
+
+def tail_client(settings: Settings, name: str, *, block_ms: int = TAIL_BLOCK_MS) -> redis.Redis:
+    """``hub_client`` for the deployment's Redis (a URL or a Sentinel-managed primary)."""
+    return redis_client(settings, name, socket_timeout=block_ms / 1000 + 10)

@@ -14,7 +14,7 @@ from flask import current_app
 
 from api.auth import current_tenant, is_operator
 from api.errors import ApiError, InvalidRequest, NotFound, Overloaded
-from api.hub import Hub, hub_client
+from api.hub import Hub, tail_client
 from api.limits import RateLimited, StreamSlots
 from shared.batches import BatchStore
 from shared.broker import TaskMessages
@@ -22,6 +22,7 @@ from shared.keys import public_id, scoped_id
 from shared.models import ModelRegistry, load_registry
 from shared.outcomes import Outcomes
 from shared.priority import Placement, place
+from shared.redis_client import redis_client
 from shared.settings import Settings
 from shared.store import (
     ANONYMOUS,
@@ -62,17 +63,9 @@ def build_services(settings: Settings) -> Services:
     """Clients for ``settings``; nothing connects until first used."""
     # A small blocking pool: thousands of observers share a few connections for their short
     # commands (their live tails run on the hub's own connections, one per stream).
-    pool = redis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.api_redis_connections,
-        timeout=30,
-        decode_responses=True,
-        socket_keepalive=True,
-        health_check_interval=10,
-        retry_on_timeout=True,
-        client_name="sluice-api",
+    client = redis_client(
+        settings, "sluice-api", max_connections=settings.api_redis_connections, retry_on_timeout=True
     )
-    client = redis.Redis(connection_pool=pool)
     store = MessageStore(
         client,
         retention_seconds=settings.retention_seconds,
@@ -81,7 +74,7 @@ def build_services(settings: Settings) -> Services:
     )
     hub = Hub(
         store,
-        hub_client(settings.redis_url, "sluice-api-tail"),
+        tail_client(settings, "sluice-api-tail"),
         mailbox_events=settings.hub_mailbox_events,
         max_readers=settings.api_tail_connections,
     )

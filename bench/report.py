@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.common import RESULTS
 
-ORDER = ("model", "submit", "delivery", "redis_cost", "scale", "batches")
+ORDER = ("model", "submit", "delivery", "redis_cost", "scale", "batches", "ha", "capacity")
 
 
 def _fmt(value: float) -> str:

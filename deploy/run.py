@@ -1,6 +1,7 @@
-"""``make run``: start redis-server (unless ``SLUICE_REDIS_URL`` is set), a prefork worker for the
-local models, a thread-pool worker for upstream queues (when the registry has any), the API under
-gunicorn and Flower; wait for readiness; stop all on a signal."""
+"""``make run``: start redis-server (unless ``SLUICE_REDIS_URL`` or ``SLUICE_REDIS_SENTINELS`` is
+set; with ``SLUICE_REDIS_HA=1``, a Sentinel-managed primary, replica and three sentinels instead),
+a prefork worker for the local models, a thread-pool worker for upstream queues (when the registry
+has any), the API under gunicorn and Flower; wait for readiness; stop all on a signal."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.redis_ha import start_topology
 from deploy.stack import ROOT, Stack, free_port, port_open
 from shared.celery_config import LOCAL_QUEUE, WEBHOOK_QUEUE
 from shared.models import ModelRegistry, RegistryError, load_registry
@@ -62,7 +64,13 @@ def main() -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        if "SLUICE_REDIS_URL" not in os.environ:
+        if os.environ.get("SLUICE_REDIS_HA", "0") not in ("", "0") and not settings.redis_sentinels:
+            topology = start_topology(stack, password=settings.redis_password, down_after_ms=5000)
+            print(
+                f"redis:   primary :{topology.primary_port()} + 1 replica, sentinels "
+                f"{topology.sentinel_addresses} (master name {topology.master_name!r})"
+            )
+        elif "SLUICE_REDIS_URL" not in os.environ and not settings.redis_sentinels:
             url = stack.start_redis(free_port() if port_open(6379) else 6379)
             print(f"redis:   {url} (data in {var_dir / 'logs' / 'redis'})")
         for index, plan in enumerate(worker_plan(registry, settings)):

@@ -6,6 +6,7 @@ from typing import Any
 
 from shared.keys import BROKER_SEP
 from shared.priority import PRIORITY_STEPS, kombu_priority
+from shared.redis_client import broker_transport_options, broker_url
 from shared.settings import Settings
 
 #: The task that runs one generation; sent by name, carrying only the message id.
@@ -37,9 +38,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "visibility_timeout": visibility_timeout(settings),
         "health_check_interval": 10,
         "socket_keepalive": True,
+        **broker_transport_options(settings),
     }
     return {
-        "broker_url": settings.redis_url,
+        "broker_url": broker_url(settings),
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",

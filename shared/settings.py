@@ -20,6 +20,14 @@ class Settings:
     port: int = 8000
     # Secrets (a Redis password in the URL, Flower's user:password) never appear in repr().
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
+    # Redis high availability (README "Redis high availability"): with sentinels set, every
+    # component finds the primary through them instead of ``redis_url``.
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str = "sluice"
+    redis_password: str | None = field(default=None, repr=False)
+    # After a message's terminal write, wait up to this long for a replica to acknowledge it
+    # (Redis WAIT 1 <ms>; 0 = off). Bounds what a failover can lose of finished streams.
+    redis_wait_ms: int = 0
     flower_port: int = 5555
     flower_basic_auth: str | None = field(default=None, repr=False)
     worker_concurrency: int = 1
@@ -166,10 +174,37 @@ def _parse_schedule(raw: str) -> tuple[int, ...]:
     return values
 
 
+def parse_addresses(raw: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` as (host, port) pairs; raise ``ValueError`` naming a bad one."""
+    found: list[tuple[str, int]] = []
+    for item in raw.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port[,host:port...], got {item.strip()!r}")
+        found.append((host, int(port)))
+    return found
+
+
+def _parse_addresses(raw: str) -> str | None:
+    if not raw.strip():
+        return None
+    return ",".join(f"{host}:{port}" for host, port in parse_addresses(raw))
+
+
+def _parse_name(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "host": str,
     "port": _parse_port,
     "redis_url": str,
+    "redis_sentinels": _parse_addresses,
+    "redis_sentinel_master": _parse_name,
+    "redis_password": _parse_optional_str,
+    "redis_wait_ms": _parse_non_negative_int,
     "flower_port": _parse_port,
     "flower_basic_auth": _parse_optional_str,
     "worker_concurrency": _parse_positive_int,

@@ -588,13 +588,19 @@ class MessageStore:
         *,
         expected: str = PROCESSING,
         owner: str = "",
+        wait_ms: int = 0,
     ) -> str | None:
         """Append the final events and set a terminal status atomically; every key gets the
-        retention TTL. Returns the status afterwards: ``status`` if this call ended it."""
+        retention TTL. Returns the status afterwards: ``status`` if this call ended it.
+
+        With ``wait_ms``, then waits up to that long for a replica to acknowledge the write
+        (``WAIT 1``, on the same connection); a failover after that cannot lose the ending."""
         assert status in TERMINAL_STATUSES
         keys = message_keys(message_id)
         fields = fields or {}
+        pipe = self.redis.pipeline(transaction=False) if wait_ms > 0 else None
         result = self._finish(
+            client=pipe,
             keys=self._all_keys(message_id, keys.status, keys.events, keys.request, keys.cancel, keys.lock),
             args=[
                 self.retention_seconds,
@@ -609,6 +615,8 @@ class MessageStore:
                 *_flatten_events(events),
             ],
         )
+        if pipe is not None:
+            result = pipe.wait(1, wait_ms).execute()[0]
         return str(result) if result else None
 
     def _all_keys(self, message_id: str, *own: str) -> list[str]:

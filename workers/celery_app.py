@@ -8,6 +8,7 @@ import threading
 import weakref
 from typing import Any
 
+import redis
 from celery import Celery, signals
 from kombu import Queue
 
@@ -33,8 +34,38 @@ _runtime_lock = threading.Lock()
 _app_settings: weakref.WeakKeyDictionary[Celery, Settings] = weakref.WeakKeyDictionary()
 
 
+def _detached_channel_is_a_connection_error() -> None:
+    """Keep a thread-pool worker alive when Redis goes away while it runs tasks.
+
+    On a lost broker connection Celery collects the connection (detaching its transport),
+    then closes it; closing the channel again restores its unacked messages, and a task thread
+    may ack meanwhile. Both open a new Redis client from the detached transport, and kombu
+    raises ``AttributeError`` there, which Celery takes as unrecoverable: the worker exits
+    (seen with thread pools of concurrency > 1, on a Redis restart or a Sentinel failover).
+    Raising ``redis.ConnectionError`` instead makes it the outage it is: Celery logs it and
+    reconnects. Nothing is lost: unacked messages stay in kombu's unacked set (restored after
+    the visibility timeout) and the reaper queues again any message whose run stopped.
+    """
+    from kombu.transport import redis as kombu_redis
+
+    channel = kombu_redis.Channel
+    original = channel._connparams
+    if getattr(original, "sluice_patched", False):
+        return
+
+    def connparams(self: Any, asynchronous: bool = False) -> Any:
+        transport = getattr(self, "connection", None)
+        if transport is None or transport.client is None:
+            raise redis.ConnectionError("the broker connection was closed")
+        return original(self, asynchronous)
+
+    connparams.sluice_patched = True  # type: ignore[attr-defined]
+    setattr(channel, "_connparams", connparams)  # noqa: B010  (a method replaced on purpose)
+
+
 def create_celery(settings: Settings) -> Celery:
     """The worker-side Celery app for ``settings``; connects to nothing until it runs."""
+    _detached_channel_is_a_connection_error()
     app = Celery("sluice", set_as_current=True)
     app.conf.update(celery_config(settings))
     queues = {LOCAL_QUEUE, WEBHOOK_QUEUE} | load_registry(settings).queues()

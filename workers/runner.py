@@ -7,7 +7,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -35,6 +35,8 @@ class BoundSink:
     message_id: str
     owner: str = ""
     lease_ms: int = 0
+    #: ``SLUICE_REDIS_WAIT_MS``: how long the terminal write waits for a replica (0 = not at all).
+    wait_ms: int = 0
 
     def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> int:
         with _unavailable_as_sink_error():
@@ -46,7 +48,9 @@ class BoundSink:
         self, status: str, events: Sequence[ev.Event], fields: FieldValues | None = None
     ) -> str | None:
         with _unavailable_as_sink_error():
-            return self.store.finish(self.message_id, status, events, fields, owner=self.owner)
+            return self.store.finish(
+                self.message_id, status, events, fields, owner=self.owner, wait_ms=self.wait_ms
+            )
 
 
 @contextmanager
@@ -81,23 +85,46 @@ def holding_lease(leases: Leases, message_id: str, owner: str) -> Iterator[None]
         thread.join(timeout=2)
 
 
+#: How long a claim keeps trying while Redis is unreachable (a Sentinel failover takes seconds).
+CLAIM_RETRY_SECONDS = 60.0
+
+
+def _claim_retrying(claim: Callable[[], Claim]) -> Claim:
+    """``claim()``, tried again while Redis cannot be reached: a task that gave up here would
+    leave its message pending with no task to run it. Trying again is safe: a claim that did
+    run before its reply was lost answers ``locked`` the second time, and the lease it took
+    lapses, so the reaper queues the message again."""
+    deadline = time.monotonic() + CLAIM_RETRY_SECONDS
+    pause = 0.1
+    while True:
+        try:
+            return claim()
+        except (redis.ConnectionError, redis.TimeoutError):
+            if time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
 def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
     """Run ``message_id`` if pending, resume it if its worker died; returns its final status."""
     store, settings = runtime.store, runtime.settings
     leases = Leases(store.redis, settings.lock_lease_seconds)
     owner = f"{worker}:{os.getpid()}:{secrets.token_hex(4)}"
-    claim = store.claim(
-        message_id,
-        worker,
-        owner=owner,
-        lease_ms=leases.lease_ms,
-        max_resumes=settings.max_resumes,
-        pid=os.getpid(),
+    claim = _claim_retrying(
+        lambda: store.claim(
+            message_id,
+            worker,
+            owner=owner,
+            lease_ms=leases.lease_ms,
+            max_resumes=settings.max_resumes,
+            pid=os.getpid(),
+        )
     )
     if not claim.runs:
         log.info("skip", extra={"message_id": message_id, "status": claim.outcome})
         return claim.outcome
-    sink = BoundSink(store, message_id, owner, leases.lease_ms)
+    sink = BoundSink(store, message_id, owner, leases.lease_ms, settings.redis_wait_ms)
     with holding_lease(leases, message_id, owner):
         if claim.outcome == "exhausted":
             state = resume_state(store.all_events(message_id))

@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 
+from shared import redis_client as clients
 from shared.batches import BatchStore
 from shared.broker import TaskMessages
 from shared.models import ModelRegistry, ModelSpec, load_registry
@@ -20,14 +21,10 @@ from workers.providers.registry import build_provider
 
 
 def redis_client(settings: Settings) -> redis.Redis:
-    """A Redis client whose socket timeout never cuts a blocking read short."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_keepalive=True,
-        health_check_interval=10,
-        retry_on_timeout=True,
-    )
+    """The worker's Redis client. A command is never sent twice: an append or a finish that
+    ran on a primary just before it died (or whose connection broke) must not run again on
+    the new one; the run stops instead (``SinkUnavailable``) and is resumed from what is stored."""
+    return clients.redis_client(settings, "sluice-worker", resend=False)
 
 
 def message_store(settings: Settings, client: redis.Redis) -> MessageStore:
