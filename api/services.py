@@ -16,6 +16,7 @@ from api.auth import current_tenant
 from api.errors import ApiError, InvalidRequest, NotFound, Overloaded
 from api.hub import Hub, hub_client
 from api.limits import RateLimited
+from api.routing import holder_for, queue_to_holder
 from shared.broker import TaskMessages
 from shared.models import ModelRegistry, load_registry
 from shared.priority import Placement, place
@@ -137,7 +138,10 @@ def submit(
         settings.rate_limit_per_minute,
         settings.rate_limit_burst,
     )
-    task = svc.tasks.generate(message_id, placement.queue, placement.band, correlation_id)
+    holder = holder_for(svc.redis, settings.route_wait_ms, spec, body)
+    if holder:
+        fields["route"] = holder
+    task = svc.tasks.generate(message_id, placement.queue, placement.band, correlation_id, route=holder)
     try:
         admission = svc.store.create(
             message_id, body, fields, tenant=tenant, idempotency=idempotency, limits=limits, task=task
@@ -147,6 +151,10 @@ def submit(
         raise ApiError(503, "The task queue is unavailable; try again.") from exc
     if admission.outcome != "created":
         _refuse(admission, settings.rate_limit_per_minute)
+    if holder:
+        queue_to_holder(
+            svc.redis, svc.tasks, message_id, placement.queue, placement.band, holder, correlation_id
+        )
     return admission.message_id, placement
 
 
@@ -203,6 +211,7 @@ def status_body(message_id: str, status: dict[str, str]) -> dict[str, Any]:
         "event_count",
         "tokens_per_second",
         "duration_ms",
+        "cached_tokens",
     )
     metadata: dict[str, Any] = {
         "model": status.get("model"),
@@ -217,7 +226,7 @@ def status_body(message_id: str, status: dict[str, str]) -> dict[str, Any]:
     for name in numbers:
         if name in status:
             metadata[name] = float(status[name]) if "." in status[name] else int(status[name])
-    for name in ("worker", "started_at", "stop_reason", "model_ran"):
+    for name in ("worker", "started_at", "stop_reason", "model_ran", "route", "prompt_cache"):
         if name in status:
             metadata[name] = status[name]
     return {

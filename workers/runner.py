@@ -16,8 +16,9 @@ import redis
 from shared import events as ev
 from shared.keys import message_keys
 from shared.leases import Leases
+from shared.routing import STATEFUL_PROVIDERS
 from shared.store import CANCELLED, ERROR, TERMINAL_STATUSES, Claim, FieldValues, MessageStore
-from workers import metrics
+from workers import affinity, metrics
 from workers.generation import Outcome, SinkUnavailable, resume_generation, run_generation
 from workers.providers.base import Resume
 from workers.resume import ResumeState, resume_state
@@ -81,9 +82,11 @@ def holding_lease(leases: Leases, message_id: str, owner: str) -> Iterator[None]
         thread.join(timeout=2)
 
 
-def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
-    """Run ``message_id`` if pending, resume it if its worker died; returns its final status."""
+def run_message(runtime: Runtime, message_id: str, *, worker: str, route: str = "") -> str:
+    """Run ``message_id`` if pending, resume it if its worker died; returns its final status.
+    ``route``: the private queue of the worker holding the conversation (``shared.routing``)."""
     store, settings = runtime.store, runtime.settings
+    decision = affinity.wait_for_holder(store, message_id, route, worker, settings.route_wait_ms / 1000)
     leases = Leases(store.redis, settings.lock_lease_seconds)
     owner = f"{worker}:{os.getpid()}:{secrets.token_hex(4)}"
     claim = store.claim(
@@ -97,6 +100,7 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
     if not claim.runs:
         log.info("skip", extra={"message_id": message_id, "status": claim.outcome})
         return claim.outcome
+    affinity.record_decision(decision)
     sink = BoundSink(store, message_id, owner, leases.lease_ms)
     with holding_lease(leases, message_id, owner):
         if claim.outcome == "exhausted":
@@ -104,7 +108,7 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
             if store.redis.exists(message_keys(message_id).cancel):  # a cancel asked for wins
                 return _end_cancelled(sink, state)
             return _give_up(sink, f"its worker was lost more than {settings.max_resumes} times", state)
-        outcome = _run_claimed(runtime, sink, claim)
+        outcome = _run_claimed(runtime, sink, claim, worker)
     log.info(
         "finished",
         extra={"message_id": message_id, "status": outcome.status, "output_tokens": outcome.output_tokens},
@@ -139,7 +143,7 @@ def _give_up(sink: BoundSink, reason: str, state: ResumeState) -> str:
     return status or ERROR
 
 
-def _run_claimed(runtime: Runtime, sink: BoundSink, claim: Claim) -> Outcome:
+def _run_claimed(runtime: Runtime, sink: BoundSink, claim: Claim, worker: str) -> Outcome:
     store, message_id = runtime.store, sink.message_id
     status, request, resumed = claim.status, claim.request, claim.outcome == "resume"
     spec = runtime.registry.resolve(status.get("model", "default"))
@@ -153,10 +157,18 @@ def _run_claimed(runtime: Runtime, sink: BoundSink, claim: Claim) -> Outcome:
     state = resume_state(store.all_events(message_id)) if resumed else None
     if state is None or not state.started:  # nothing was written yet: a plain (re)start
         queue_wait_ms = round((time.time() - float(status.get("created_ts", time.time()))) * 1000, 1)
+        stateful = spec.provider in STATEFUL_PROVIDERS
+        if stateful:
+            affinity.announce_busy(store, spec.queue, worker, max_tokens)
         sink.append([], {"queue_wait_ms": queue_wait_ms})
         with background_writer(sink, coalesce) as writer:
             outcome = run_generation(message_id, request, provider, writer, max_tokens=max_tokens)
         metrics.record(spec.id, status.get("queue") or spec.queue, queue_wait_ms, outcome)
+        if stateful:
+            affinity.after_run(store, spec.id, spec.queue, worker, request, outcome)
+            prefill = getattr(provider, "last_prefill", None)
+            if prefill is not None:
+                metrics.record_prefill(spec.id, prefill)
         return outcome
     if not state.resumable or not hasattr(provider, "resume_stream"):
         reason = state.reason or f"provider {spec.provider!r} cannot resume"

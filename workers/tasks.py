@@ -10,6 +10,7 @@ from workers.runner import run_message
 
 
 @shared_task(name=GENERATE_TASK, bind=True)
-def generate(self, message_id: str) -> str:  # type: ignore[no-untyped-def]
-    """Run the generation of ``message_id``; returns the status it ended with."""
-    return run_message(get_runtime(), message_id, worker=self.request.hostname or "worker")
+def generate(self, message_id: str, route: str = "") -> str:  # type: ignore[no-untyped-def]
+    """Run the generation of ``message_id``; returns the status it ended with. ``route``: the
+    private queue of the worker holding the conversation (``shared.routing``)."""
+    return run_message(get_runtime(), message_id, worker=self.request.hostname or "worker", route=route)

@@ -138,6 +138,7 @@ class LlamaCppProvider:
             raise ProviderError(str(exc)) from None
 
     def stream(self, request: dict[str, Any], max_tokens: int) -> ProviderStream:
+        self.last_prefill = None
         tokens = self.prompt_tokens(request)
         room = self.llm.n_ctx() - len(tokens)
         if room < 1:
@@ -260,6 +261,13 @@ class LlamaCppProvider:
         usable = llm.n_tokens if self.reuse_generated else min(llm.n_tokens, self._exact)
         if usable >= MIN_SAVE_TOKENS and usable - kept >= MIN_RESTORE_GAIN:
             self.states.put(save_seq(llm, self._exact))
+
+    def run_stats(self) -> dict[str, str | int | float]:
+        """Status fields of the last run: prompt tokens reused from a cache, and from where."""
+        prefill = self.last_prefill
+        if prefill is None:
+            return {}
+        return {"cached_tokens": prefill.cached_tokens, "prompt_cache": prefill.source}
 
     def _logits_view(self) -> Any:
         """The sampler's input: the context's logits of the last evaluated position, in place."""
