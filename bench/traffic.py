@@ -1,0 +1,442 @@
+"""Real traffic: fresh prompts, the same prompt again, and multi-turn conversations on 2 workers.
+
+**Fresh prompts.** Every repeat makes one prompt nobody has seen (a nonce at the start of the
+user turn, so only the chat template's own system prompt is shared with earlier requests) and
+runs it on four targets, in an order that rotates from repeat to repeat: llama-cpp-python
+called in this process, ``llama_cpp.server``, Sluice ``/v1/messages/async`` + ``/stream``, and
+Sluice ``POST /v1/messages`` ``stream:true``. Every target sees the same prompts. Ratios are
+taken inside one repeat. The pipeline's share of a Sluice TTFT is the observer's TTFT minus
+the worker's own claim → first token (``ttft_ms`` in the status).
+
+**Same prompt.** Each target then runs one fixed prompt twice; the second run is measured
+(the row the old benchmark reported: a repeated prompt, answered from what the engine kept).
+
+**Conversations.** Two Celery worker processes (1 model thread each, so the two share the
+2 cores without spinning against each other), two API processes on the same Redis: one with
+conversation routing on (``SLUICE_ROUTE_WAIT_MS``), one with it off. 12 conversations x 6
+turns (each turn = the previous messages + the answer + a new question) run concurrently,
+interleaved as they come; a phase with routing on and one with it off alternate (fresh
+nonces each phase). TTFT per turn, the median of turns ≥ 3, and the phase's throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from bench.common import Metric, Options, bench_stack, log, percentile, write_result
+from deploy.stack import free_port, http_ok, wait_for
+
+SEED = 7
+FRESH_TEXT = "Write a long story about a lighthouse keeper and a storm."
+SAME_TEXT = "Write a long story about a baker who finds a map in the flour."
+TOPICS = (
+    "tides",
+    "volcanoes",
+    "bread baking",
+    "honey bees",
+    "chess openings",
+    "rainforests",
+    "the moon",
+    "bicycles",
+    "glaciers",
+    "coffee",
+    "owls",
+    "paper making",
+)
+FOLLOW_UPS = (
+    "Tell me more about that.",
+    "Why does that matter?",
+    "Give me an example.",
+    "What is a common mistake about it?",
+    "Summarise what you said so far.",
+)
+
+
+@dataclass
+class Timing:
+    """One generation seen from its caller."""
+
+    started: float
+    first: float
+    last: float
+    tokens: int
+    text: str = ""
+    message_id: str = ""
+
+    @property
+    def ttft_ms(self) -> float:
+        return (self.first - self.started) * 1000
+
+    @property
+    def decode_rate(self) -> float:
+        """Tokens per second after the first token (the engine's decode speed as seen by the caller)."""
+        return (self.tokens - 1) / max(self.last - self.first, 1e-9)
+
+
+def _messages(text: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": text}]
+
+
+def direct(llm: Any, messages: list[dict[str, Any]], max_tokens: int) -> Timing:
+    """llama-cpp-python's own streaming chat completion, in this process."""
+    started = time.perf_counter()
+    first = last = 0.0
+    tokens = 0
+    for chunk in llm.create_chat_completion(
+        messages=messages, max_tokens=max_tokens, temperature=0.0, seed=SEED, stream=True
+    ):
+        if chunk["choices"][0]["delta"].get("content"):
+            last = time.perf_counter()
+            first = first or last
+            tokens += 1
+    return Timing(started, first, last, tokens)
+
+
+def peer(client: httpx.Client, base: str, messages: list[dict[str, Any]], max_tokens: int) -> Timing:
+    """``llama_cpp.server``'s streaming chat completion."""
+    body = {"messages": messages, "max_tokens": max_tokens, "temperature": 0, "seed": SEED, "stream": True}
+    started = time.perf_counter()
+    first = last = 0.0
+    tokens = 0
+    with client.stream("POST", f"{base}/v1/chat/completions", json=body) as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            if json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                last = time.perf_counter()
+                first = first or last
+                tokens += 1
+    return Timing(started, first, last, tokens)
+
+
+def _body(messages: list[dict[str, Any]], max_tokens: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "default",
+        "max_tokens": max_tokens,
+        "seed": SEED,
+        "temperature": 0,
+        "messages": messages,
+        **extra,
+    }
+
+
+def _events(lines: Any, started: float) -> Timing:
+    first = last = 0.0
+    tokens = 0
+    event = ""
+    text: list[str] = []
+    for line in lines:
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: ") and event == "content_block_delta":
+            last = time.perf_counter()
+            first = first or last
+            text.append(json.loads(line[6:])["delta"].get("text", ""))
+        elif line.startswith("data: ") and event == "message_delta":
+            tokens = json.loads(line[6:])["usage"]["output_tokens"]
+    return Timing(started, first, last, tokens, "".join(text))
+
+
+def sluice_async(client: httpx.Client, api: str, messages: list[dict[str, Any]], max_tokens: int) -> Timing:
+    """Submit, then observe the stream."""
+    started = time.perf_counter()
+    message_id = client.post(f"{api}/v1/messages/async", json=_body(messages, max_tokens)).json()[
+        "message_id"
+    ]
+    with client.stream("GET", f"{api}/v1/messages/async/{message_id}/stream") as response:
+        timing = _events(response.iter_lines(), started)
+    timing.message_id = message_id
+    return timing
+
+
+def sluice_sync(client: httpx.Client, api: str, messages: list[dict[str, Any]], max_tokens: int) -> Timing:
+    """``POST /v1/messages`` with ``stream:true``."""
+    started = time.perf_counter()
+    with client.stream(
+        "POST", f"{api}/v1/messages", json=_body(messages, max_tokens, stream=True)
+    ) as response:
+        return _events(response.iter_lines(), started)
+
+
+def worker_status(client: httpx.Client, api: str, message_id: str) -> dict[str, Any]:
+    """The status metadata of a message."""
+    return dict(client.get(f"{api}/v1/messages/async/{message_id}/status").json()["metadata"])
+
+
+def _start_peer(st: Any) -> str:
+    from workers.providers.llama_cpp import default_model_path
+
+    port = free_port()
+    st.stack.spawn(
+        "llama-cpp-server",
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            default_model_path(),
+            "--n_threads",
+            "2",
+            "--n_threads_batch",
+            "2",
+            "--n_ctx",
+            "4096",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: http_ok(f"{url}/v1/models"), 120, "llama_cpp.server")
+    return url
+
+
+def run_single(options: Options) -> list[Metric]:
+    """Fresh-prompt and same-prompt rows: four targets, ratios within each repeat."""
+    from workers.providers.llama_cpp import load_llama
+
+    max_tokens = options.pick(64, 200)
+    ratio_ttft = Metric("fresh prompt: TTFT, Sluice async ÷ direct", "ratio", "≤ 1.15", lambda v: v <= 1.15)
+    ratio_ttft_sync = Metric("fresh prompt: TTFT, Sluice /v1/messages stream ÷ direct", "ratio")
+    ratio_ttft_peer = Metric("fresh prompt: TTFT, llama_cpp.server ÷ direct", "ratio")
+    ratio_rate = Metric(
+        "fresh prompt: decode tok/s, Sluice async ÷ direct", "ratio", "≥ 0.98", lambda v: v >= 0.98
+    )
+    pipeline = Metric(
+        "fresh prompt: pipeline share of TTFT p50 (observer TTFT - worker claim → first token)",
+        "ms",
+        "≤ 5 ms",
+        lambda v: v <= 5,
+    )
+    ttft = {name: Metric(f"fresh prompt: TTFT, {label}", "ms") for name, label in _LABELS.items()}
+    rate = {name: Metric(f"fresh prompt: decode tok/s, {label}", "tok/s") for name, label in _LABELS.items()}
+    worker_ttft = Metric("fresh prompt: worker claim → first token", "ms")
+    same = {name: Metric(f"same prompt again: TTFT, {label}", "ms") for name, label in _LABELS.items()}
+    same_ratio = Metric("same prompt again: TTFT, Sluice async ÷ direct", "ratio")
+    metrics = [
+        ratio_ttft,
+        ratio_rate,
+        pipeline,
+        ratio_ttft_sync,
+        ratio_ttft_peer,
+        *ttft.values(),
+        worker_ttft,
+        *rate.values(),
+        same_ratio,
+        *same.values(),
+    ]
+    shares: list[float] = []
+    worker = {"hostname": "local", "queues": "sluice.local", "concurrency": 1}
+    with bench_stack("traffic", workers=[worker], env={"SLUICE_MODEL_THREADS": "2"}) as st:
+        peer_url = _start_peer(st)
+        llm = load_llama(None, 4096, 2)
+        with httpx.Client(timeout=120) as client:
+            calls = {
+                "direct": lambda m, n: direct(llm, m, n),
+                "peer": lambda m, n: peer(client, peer_url, m, n),
+                "async": lambda m, n: sluice_async(client, st.api, m, n),
+                "sync": lambda m, n: sluice_sync(client, st.api, m, n),
+            }
+            log("traffic: warm-up")
+            for call in calls.values():
+                call(_messages("Hello."), 4)
+            names = list(calls)
+            for repeat in range(options.repeats):
+                nonce = secrets.token_hex(4)
+                fresh = _messages(f"[{nonce}] {FRESH_TEXT}")
+                order = names[repeat % 4 :] + names[: repeat % 4]
+                t = {name: calls[name](fresh, max_tokens) for name in order}
+                d = t["direct"]
+                status = worker_status(client, st.api, t["async"].message_id)
+                share = t["async"].ttft_ms - float(status["ttft_ms"])
+                shares.append(share)
+                worker_ttft.add(float(status["ttft_ms"]))
+                ratio_ttft.add(t["async"].ttft_ms / d.ttft_ms)
+                ratio_ttft_sync.add(t["sync"].ttft_ms / d.ttft_ms)
+                ratio_ttft_peer.add(t["peer"].ttft_ms / d.ttft_ms)
+                ratio_rate.add(t["async"].decode_rate / d.decode_rate)
+                for name, timing in t.items():
+                    ttft[name].add(timing.ttft_ms)
+                    rate[name].add(timing.decode_rate)
+                again: dict[str, Timing] = {}
+                for name in order:  # the same prompt twice in a row; the second run is measured
+                    calls[name](_messages(SAME_TEXT), 8)
+                    again[name] = calls[name](_messages(SAME_TEXT), 8)
+                    same[name].add(again[name].ttft_ms)
+                same_ratio.add(again["async"].ttft_ms / again["direct"].ttft_ms)
+                log(
+                    f"traffic: repeat {repeat + 1}: "
+                    + ", ".join(f"{k} {v.ttft_ms:.1f} ms {v.decode_rate:.0f} tok/s" for k, v in t.items())
+                    + f"; pipeline {share:.1f} ms; same prompt "
+                    + ", ".join(f"{k} {v.ttft_ms:.1f} ms" for k, v in again.items())
+                )
+    pipeline.values = [percentile(shares, 50)] if shares else []
+    return metrics
+
+
+_LABELS = {
+    "direct": "llama-cpp-python called directly",
+    "peer": "llama_cpp.server",
+    "async": "Sluice async (submit → SSE)",
+    "sync": "Sluice /v1/messages stream",
+}
+
+
+@dataclass
+class TurnResult:
+    """One turn of one conversation."""
+
+    conversation: int
+    turn: int
+    ttft_ms: float
+    worker: str = ""
+    cached_tokens: int = 0
+    input_tokens: int = 0
+
+
+@dataclass
+class Phase:
+    """One run of every conversation with routing on or off."""
+
+    routing: bool
+    turns: list[TurnResult] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def median_late_ttft(self) -> float:
+        late = [t.ttft_ms for t in self.turns if t.turn >= 2]
+        return statistics.median(late) if late else float("nan")
+
+    def throughput(self) -> float:
+        return len(self.turns) / self.wall_s if self.wall_s else float("nan")
+
+    def hit_share(self) -> float:
+        """Share of the prompt tokens of turns ≥ 2 that came from a cache."""
+        late = [t for t in self.turns if t.turn >= 1]
+        total = sum(t.input_tokens for t in late)
+        return sum(t.cached_tokens for t in late) / total if total else float("nan")
+
+
+def _conversation(api: str, index: int, turns: int, max_tokens: int, nonce: str, phase: Phase) -> None:
+    topic = TOPICS[index % len(TOPICS)]
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": f"[{nonce}-{index}] Explain {topic} to me in a few sentences."}
+    ]
+    with httpx.Client(timeout=300) as client:
+        for turn in range(turns):
+            timing = sluice_async(client, api, messages, max_tokens)
+            status = worker_status(client, api, timing.message_id)
+            phase.turns.append(
+                TurnResult(
+                    index,
+                    turn,
+                    timing.ttft_ms,
+                    str(status.get("worker", "")),
+                    int(status.get("cached_tokens") or 0),
+                    int(status.get("input_tokens") or 0),
+                )
+            )
+            messages = [
+                *messages,
+                {"role": "assistant", "content": timing.text},
+                {"role": "user", "content": FOLLOW_UPS[turn % len(FOLLOW_UPS)]},
+            ]
+
+
+def _phase(api: str, routing: bool, conversations: int, turns: int, max_tokens: int) -> Phase:
+    phase = Phase(routing)
+    nonce = secrets.token_hex(3)
+    threads = [
+        threading.Thread(target=_conversation, args=(api, i, turns, max_tokens, nonce, phase))
+        for i in range(conversations)
+    ]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+        time.sleep(0.05)  # arrivals spread a little, as users' would be
+    for thread in threads:
+        thread.join()
+    phase.wall_s = time.perf_counter() - started
+    return phase
+
+
+def run_conversations(options: Options) -> tuple[list[Metric], list[dict[str, Any]]]:
+    """Routing on ÷ off with two workers: TTFT of turns ≥ 3 and throughput."""
+    conversations, turns = options.pick((6, 4), (12, 6))
+    max_tokens = options.pick(24, 48)
+    ttft_ratio = Metric(
+        "conversations: median TTFT of turns ≥ 3, routing on ÷ off (2 workers)",
+        "ratio",
+        "≤ 0.5",
+        lambda v: v <= 0.5,
+    )
+    rate_ratio = Metric("conversations: throughput, routing on ÷ off", "ratio", "≥ 1.0", lambda v: v >= 1.0)
+    ttft_on = Metric("conversations: median TTFT of turns ≥ 3, routing on", "ms")
+    ttft_off = Metric("conversations: median TTFT of turns ≥ 3, routing off", "ms")
+    rate_on = Metric("conversations: throughput, routing on", "gen/s")
+    rate_off = Metric("conversations: throughput, routing off", "gen/s")
+    hits_on = Metric("conversations: prompt tokens from a cache (turns ≥ 2), routing on", "share")
+    hits_off = Metric("conversations: prompt tokens from a cache (turns ≥ 2), routing off", "share")
+    metrics = [ttft_ratio, rate_ratio, ttft_on, ttft_off, rate_on, rate_off, hits_on, hits_off]
+    workers = [
+        {
+            "hostname": f"w{i}",
+            "queues": "sluice.local",
+            "concurrency": 1,
+            "env": {"SLUICE_MODEL_THREADS": "1"},
+        }
+        for i in (1, 2)
+    ]
+    raw: list[dict[str, Any]] = []
+    with bench_stack("conversations", workers=workers) as st:
+        off_api = st.stack.start_api(env={"SLUICE_ROUTE_WAIT_MS": "0"})
+        on_api = st.api
+        repeats = max(1, min(options.repeats, options.pick(1, 3)))
+        for repeat in range(repeats):
+            results: dict[bool, Phase] = {}
+            for routing in (True, False) if repeat % 2 == 0 else (False, True):
+                results[routing] = _phase(
+                    on_api if routing else off_api, routing, conversations, turns, max_tokens
+                )
+                phase = results[routing]
+                log(
+                    f"traffic: conversations, routing {'on' if routing else 'off'}: "
+                    f"{phase.median_late_ttft():.0f} ms median TTFT (turns ≥ 3), "
+                    f"{phase.throughput():.2f} gen/s, cached share {phase.hit_share():.2f}"
+                )
+                raw.append(
+                    {
+                        "repeat": repeat,
+                        "routing": routing,
+                        "wall_s": phase.wall_s,
+                        "turns": [t.__dict__ for t in phase.turns],
+                    }
+                )
+            on, off = results[True], results[False]
+            ttft_ratio.add(on.median_late_ttft() / off.median_late_ttft())
+            rate_ratio.add(on.throughput() / off.throughput())
+            ttft_on.add(on.median_late_ttft())
+            ttft_off.add(off.median_late_ttft())
+            rate_on.add(on.throughput())
+            rate_off.add(off.throughput())
+            hits_on.add(on.hit_share())
+            hits_off.add(off.hit_share())
+    return metrics, raw
+
+
+def run(options: Options) -> list[Metric]:
+    """Both parts; one result file."""
+    metrics = run_single(options)
+    conversation_metrics, raw = run_conversations(options)
+    metrics += conversation_metrics
+    write_result("traffic", options, metrics, {"conversations": raw, "fresh_text": FRESH_TEXT})
+    return metrics
