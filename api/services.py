@@ -138,7 +138,7 @@ def submit(
         settings.rate_limit_per_minute,
         settings.rate_limit_burst,
     )
-    holder = holder_for(svc.redis, settings.route_wait_ms, spec, body)
+    holder = holder_for(svc.redis, settings.route_wait_ms, settings.route_max_skip_ms, spec, body)
     if holder:
         fields["route"] = holder
     task = svc.tasks.generate(message_id, placement.queue, placement.band, correlation_id, route=holder)

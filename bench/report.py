@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.common import RESULTS
 
-ORDER = ("traffic", "model", "submit", "delivery", "redis_cost", "scale")
+ORDER = ("traffic", "floor", "model", "submit", "delivery", "redis_cost", "scale")
 
 
 def _fmt(value: float) -> str:

@@ -36,6 +36,8 @@ from bench.common import Metric, Options, bench_stack, log, percentile, write_re
 from deploy.stack import free_port, http_ok, wait_for
 
 SEED = 7
+#: The embedded model on a queue of its own (``bench.common.MODELS_TOML``), for the sync target.
+SYNC_MODEL = "default-c25"
 FRESH_TEXT = "Write a long story about a lighthouse keeper and a storm."
 SAME_TEXT = "Write a long story about a baker who finds a map in the flour."
 TOPICS = (
@@ -118,9 +120,11 @@ def peer(client: httpx.Client, base: str, messages: list[dict[str, Any]], max_to
     return Timing(started, first, last, tokens)
 
 
-def _body(messages: list[dict[str, Any]], max_tokens: int, **extra: Any) -> dict[str, Any]:
+def _body(
+    messages: list[dict[str, Any]], max_tokens: int, model: str = "default", **extra: Any
+) -> dict[str, Any]:
     return {
-        "model": "default",
+        "model": model,
         "max_tokens": max_tokens,
         "seed": SEED,
         "temperature": 0,
@@ -158,11 +162,14 @@ def sluice_async(client: httpx.Client, api: str, messages: list[dict[str, Any]],
     return timing
 
 
-def sluice_sync(client: httpx.Client, api: str, messages: list[dict[str, Any]], max_tokens: int) -> Timing:
-    """``POST /v1/messages`` with ``stream:true``."""
+def sluice_sync(
+    client: httpx.Client, api: str, messages: list[dict[str, Any]], max_tokens: int, model: str = SYNC_MODEL
+) -> Timing:
+    """``POST /v1/messages`` with ``stream:true`` (on a worker of its own: the async target's
+    worker has just seen the same prompt)."""
     started = time.perf_counter()
     with client.stream(
-        "POST", f"{api}/v1/messages", json=_body(messages, max_tokens, stream=True)
+        "POST", f"{api}/v1/messages", json=_body(messages, max_tokens, model, stream=True)
     ) as response:
         return _events(response.iter_lines(), started)
 
@@ -236,8 +243,16 @@ def run_single(options: Options) -> list[Metric]:
         *same.values(),
     ]
     shares: list[float] = []
-    worker = {"hostname": "local", "queues": "sluice.local", "concurrency": 1}
-    with bench_stack("traffic", workers=[worker], env={"SLUICE_MODEL_THREADS": "2"}) as st:
+    workers = [
+        {"hostname": "local", "queues": "sluice.local", "concurrency": 1},
+        {
+            "hostname": "sync",
+            "queues": "sluice.local.c25",
+            "concurrency": 1,
+            "env": {"SLUICE_COALESCE_MS": "25"},
+        },
+    ]
+    with bench_stack("traffic", workers=workers, env={"SLUICE_MODEL_THREADS": "2"}) as st:
         peer_url = _start_peer(st)
         llm = load_llama(None, 4096, 2)
         with httpx.Client(timeout=120) as client:

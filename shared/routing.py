@@ -12,7 +12,9 @@ the create script, carrying ``route=<holder queue>``) and to the holder's privat
 copies run the same message, whose claim is atomic: whichever worker claims first runs it,
 the other copy finds it no longer pending and is skipped. The holder takes its private copy
 as soon as it is free (a worker consumes its private queue before the shared queue of the same
-band, and every band of higher priority first, so priority order holds). Another worker that
+band, and every band of higher priority first, so priority order holds); so that this never
+starves other work, no private copy is queued while the oldest waiting message has waited
+longer than ``route_max_skip_ms``. Another worker that
 takes the shared copy first leaves the message to the holder while the holder is free or will
 be within ``route_wait_ms`` (``defer``), and runs it itself otherwise or once that wait is
 over: no message waits for a busy or lost holder.
@@ -26,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from shared.keys import PREFIX
+from shared.keys import PENDING, PREFIX
 from shared.prompt import chat_turns
 
 #: Providers that keep prompt state a conversation can come back to.
@@ -96,6 +98,14 @@ class RouteTable:
         """The private queue of the worker holding ``prefix``."""
         found = self.redis.get(route_key(prefix))
         return str(found) if found else None
+
+    def holder_and_oldest_pending(self, prefix: str) -> tuple[str | None, float | None]:
+        """The holder of ``prefix`` and the creation time of the oldest waiting message, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(route_key(prefix))
+        pipe.zrange(PENDING, 0, 0, withscores=True)
+        holder, oldest = pipe.execute()
+        return (str(holder) if holder else None), (float(oldest[0][1]) if oldest else None)
 
     def hold(self, prefix: str, queue: str, ttl: int = ROUTE_TTL_SECONDS) -> None:
         """Record that the worker of private ``queue`` holds ``prefix``."""

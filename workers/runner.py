@@ -7,7 +7,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -48,6 +48,25 @@ class BoundSink:
     ) -> str | None:
         with _unavailable_as_sink_error():
             return self.store.finish(self.message_id, status, events, fields, owner=self.owner)
+
+
+@dataclass
+class _FirstWriteHook:
+    """A sink that runs ``hook`` (in the writer thread) before its first write."""
+
+    sink: BoundSink
+    hook: Callable[[], None] | None
+
+    def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> int:
+        if self.hook is not None:
+            hook, self.hook = self.hook, None
+            hook()
+        return self.sink.append(events, fields)
+
+    def finish(
+        self, status: str, events: Sequence[ev.Event], fields: FieldValues | None = None
+    ) -> str | None:
+        return self.sink.finish(status, events, fields)
 
 
 @contextmanager
@@ -158,10 +177,11 @@ def _run_claimed(runtime: Runtime, sink: BoundSink, claim: Claim, worker: str) -
     if state is None or not state.started:  # nothing was written yet: a plain (re)start
         queue_wait_ms = round((time.time() - float(status.get("created_ts", time.time()))) * 1000, 1)
         stateful = spec.provider in STATEFUL_PROVIDERS
-        if stateful:
-            affinity.announce_busy(store, spec.queue, worker, max_tokens)
-        sink.append([], {"queue_wait_ms": queue_wait_ms})
-        with background_writer(sink, coalesce) as writer:
+        # Nothing waits for a round trip before the model starts: the queue wait goes out with the
+        # first batch, and a stateful worker's busy time from the writer thread before it.
+        hook = (lambda: affinity.announce_busy(store, spec.queue, worker, max_tokens)) if stateful else None
+        with background_writer(_FirstWriteHook(sink, hook), coalesce) as writer:
+            writer.append([], {"queue_wait_ms": queue_wait_ms})
             outcome = run_generation(message_id, request, provider, writer, max_tokens=max_tokens)
         metrics.record(spec.id, status.get("queue") or spec.queue, queue_wait_ms, outcome)
         if stateful:

@@ -8,12 +8,14 @@ import fakeredis
 import pytest
 
 from api.routing import holder_for
+from shared.keys import PENDING
 from shared.models import ModelSpec
 from shared.routing import (
     RouteTable,
     conversation_prefix,
     defer,
     next_prefix,
+    now,
     private_queue,
     shared_queue,
 )
@@ -91,10 +93,27 @@ def test_the_api_finds_the_holder_only_for_continuing_conversations_of_stateful_
             _user("More?"),
         ],
     }
-    assert holder_for(client, 100, LLAMA, second) == "sluice.local.w.w1@host"
-    assert holder_for(client, 0, LLAMA, second) == ""
-    assert holder_for(client, 100, ModelSpec(id="default", provider="scripted"), second) == ""
-    assert holder_for(client, 100, LLAMA, first) == ""
+    assert holder_for(client, 100, 2000, LLAMA, second) == "sluice.local.w.w1@host"
+    assert holder_for(client, 0, 2000, LLAMA, second) == ""
+    assert holder_for(client, 100, 2000, ModelSpec(id="default", provider="scripted"), second) == ""
+    assert holder_for(client, 100, 2000, LLAMA, first) == ""
+
+
+def test_no_routing_past_a_backlog_that_waited_too_long():
+    """While the oldest waiting message has waited longer than max_skip, nothing overtakes it."""
+    client = fakeredis.FakeRedis(decode_responses=True)
+    store = MessageStore(client)
+    first = _first()
+    prefix = next_prefix("default", first, "Hi!")
+    assert prefix is not None
+    RouteTable(client).hold(prefix, "sluice.local.w.w1@host")
+    second = {**first, "messages": [*first["messages"], {"role": "assistant", "content": []}, _user("?")]}
+    second["messages"][1]["content"] = [{"type": "text", "text": "Hi!"}]
+    _pending(store, "old")
+    client.zadd(PENDING, {"old": now() - 5})
+    assert holder_for(client, 100, 2000, LLAMA, second) == ""
+    client.zadd(PENDING, {"old": now() - 0.5})
+    assert holder_for(client, 100, 2000, LLAMA, second) == "sluice.local.w.w1@host"
 
 
 def _pending(store: MessageStore, message_id: str) -> None:
