@@ -73,6 +73,8 @@ class Timing:
     tokens: int
     text: str = ""
     message_id: str = ""
+    #: Wall-clock (unix s) of ``started``, to compare with Redis and status timestamps.
+    wall_started: float = 0.0
 
     @property
     def ttft_ms(self) -> float:
@@ -152,6 +154,7 @@ def _events(lines: Any, started: float) -> Timing:
 
 def sluice_async(client: httpx.Client, api: str, messages: list[dict[str, Any]], max_tokens: int) -> Timing:
     """Submit, then observe the stream."""
+    wall = time.time()
     started = time.perf_counter()
     message_id = client.post(f"{api}/v1/messages/async", json=_body(messages, max_tokens)).json()[
         "message_id"
@@ -159,7 +162,38 @@ def sluice_async(client: httpx.Client, api: str, messages: list[dict[str, Any]],
     with client.stream("GET", f"{api}/v1/messages/async/{message_id}/stream") as response:
         timing = _events(response.iter_lines(), started)
     timing.message_id = message_id
+    timing.wall_started = wall
     return timing
+
+
+#: The segments of a Sluice TTFT, in order (``segments``).
+SEGMENTS = (
+    "submit → message created (API)",
+    "created → claimed (queue, Celery hop to the pool child)",
+    "claimed → first delta stored, minus the worker's own TTFT",
+    "first delta stored → at the observer",
+)
+
+
+def segments(client: Any, timing: Timing, worker_ttft_ms: float) -> list[float]:
+    """Where a Sluice TTFT went (ms), from the status hash and the stream's entry ids."""
+    from datetime import datetime
+
+    keys = f"sluice:msg:{{{timing.message_id}}}"
+    created, started_iso = client.hmget(f"{keys}:status", "created_ts", "started_at")
+    claimed = datetime.fromisoformat(started_iso.replace("Z", "+00:00")).timestamp()
+    first_stored = 0.0
+    for entry_id, fields in client.xrange(f"{keys}:events", count=20):
+        if '"content_block_delta"' in fields["d"][:40]:
+            first_stored = int(entry_id.split("-")[0]) / 1000
+            break
+    first_seen = timing.wall_started + (timing.first - timing.started)
+    return [
+        (float(created) - timing.wall_started) * 1000,
+        (claimed - float(created)) * 1000,
+        (first_stored - claimed) * 1000 - worker_ttft_ms,
+        (first_seen - first_stored) * 1000,
+    ]
 
 
 def sluice_sync(
@@ -230,10 +264,12 @@ def run_single(options: Options) -> list[Metric]:
     worker_ttft = Metric("fresh prompt: worker claim → first token", "ms")
     same = {name: Metric(f"same prompt again: TTFT, {label}", "ms") for name, label in _LABELS.items()}
     same_ratio = Metric("same prompt again: TTFT, Sluice async ÷ direct", "ratio")
+    parts = {name: Metric(f"fresh prompt, pipeline: {name}", "ms") for name in SEGMENTS}
     metrics = [
         ratio_ttft,
         ratio_rate,
         pipeline,
+        *parts.values(),
         ratio_ttft_sync,
         ratio_ttft_peer,
         *ttft.values(),
@@ -275,6 +311,10 @@ def run_single(options: Options) -> list[Metric]:
                 status = worker_status(client, st.api, t["async"].message_id)
                 share = t["async"].ttft_ms - float(status["ttft_ms"])
                 shares.append(share)
+                for metric, value in zip(
+                    parts.values(), segments(st.redis, t["async"], float(status["ttft_ms"])), strict=True
+                ):
+                    metric.add(value)
                 worker_ttft.add(float(status["ttft_ms"]))
                 ratio_ttft.add(t["async"].ttft_ms / d.ttft_ms)
                 ratio_ttft_sync.add(t["sync"].ttft_ms / d.ttft_ms)
