@@ -157,3 +157,18 @@ def test_the_holder_runs_its_own_message_without_waiting():
     store = MessageStore(fakeredis.FakeRedis(decode_responses=True))
     assert wait_for_holder(store, "m4", private_queue("sluice.local", "w1@h"), "w1@h", 5.0) == "own"
     assert wait_for_holder(store, "m4", "", "w1@h", 5.0) == ""
+
+
+def test_a_model_worker_consumes_its_private_queue_first(monkeypatch):
+    """The private queue of a stateful model's queue comes before the shared one (so it is
+    first within each band of the worker's BRPOP); other queues get none."""
+    from types import SimpleNamespace
+
+    from shared.settings import Settings
+    from workers.celery_app import _consume_private_queues, create_celery
+
+    monkeypatch.delenv("SLUICE_MODELS_FILE", raising=False)
+    app = create_celery(Settings())
+    app.amqp.queues.select(["sluice.local", "sluice.upstream"])
+    _consume_private_queues(sender="w1@h", instance=SimpleNamespace(app=app))
+    assert list(app.amqp.queues.consume_from) == ["sluice.local.w.w1@h", "sluice.local", "sluice.upstream"]
