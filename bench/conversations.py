@@ -12,6 +12,7 @@ of prompt tokens that came from a cache.
 
 from __future__ import annotations
 
+import os
 import random
 import secrets
 import statistics
@@ -176,12 +177,13 @@ def run_conversations(options: Options) -> tuple[list[Metric], list[dict[str, An
         ("paced", options.pick(3.0, 6.0), max(1, min(options.repeats, options.pick(1, 2))), True),
         ("saturated", 0.0, 1, False),
     ]
+    reuse = os.environ.get("SLUICE_BENCH_REUSE_GENERATED", "false")  # the workers' setting, to compare
     workers = [
         {
             "hostname": f"w{i}",
             "queues": "sluice.local",
             "concurrency": 1,
-            "env": {"SLUICE_MODEL_THREADS": "1"},
+            "env": {"SLUICE_MODEL_THREADS": "1", "SLUICE_MODEL_REUSE_GENERATED": reuse},
         }
         for i in (1, 2)
     ]
