@@ -16,6 +16,7 @@ from api.auth import current_tenant, is_operator
 from api.errors import ApiError, InvalidRequest, NotFound, Overloaded
 from api.hub import Hub, tail_client
 from api.limits import RateLimited, StreamSlots
+from api.routing import holder_for, queue_to_holder
 from shared.batches import BatchStore
 from shared.broker import TaskMessages
 from shared.keys import public_id, scoped_id
@@ -160,7 +161,10 @@ def submit(
     }
     settings = svc.settings
     limits = limits_of(settings, tenant)
-    task = svc.tasks.generate(sid, placement.queue, placement.band, correlation_id)
+    holder = holder_for(svc.redis, settings.route_wait_ms, settings.route_max_skip_ms, spec, body)
+    if holder:
+        fields["route"] = holder
+    task = svc.tasks.generate(sid, placement.queue, placement.band, correlation_id, route=holder)
     try:
         admission = svc.store.create(
             sid, body, fields, tenant=tenant, idempotency=idempotency, limits=limits, task=task
@@ -173,6 +177,8 @@ def submit(
         raise Overloaded("Storage is full; try again later.", OVERLOADED_RETRY_AFTER_SECONDS) from exc
     if admission.outcome != "created":
         _refuse(admission, settings.rate_limit_per_minute)
+    if holder:
+        queue_to_holder(svc.redis, svc.tasks, sid, placement.queue, placement.band, holder, correlation_id)
     return Submitted(public_id(admission.message_id), admission.message_id, placement, admission.epoch)
 
 
@@ -270,6 +276,7 @@ def status_body(message_id: str, status: dict[str, str]) -> dict[str, Any]:
         "event_count",
         "tokens_per_second",
         "duration_ms",
+        "cached_tokens",
     )
     metadata: dict[str, Any] = {
         "model": status.get("model"),
@@ -287,7 +294,7 @@ def status_body(message_id: str, status: dict[str, str]) -> dict[str, Any]:
     if status.get("batch_id"):
         metadata["batch_id"] = status["batch_id"]
         metadata["custom_id"] = status.get("custom_id")
-    for name in ("worker", "started_at", "stop_reason", "model_ran"):
+    for name in ("worker", "started_at", "stop_reason", "model_ran", "route", "prompt_cache"):
         if name in status:
             metadata[name] = status[name]
     return {

@@ -9,7 +9,18 @@ from typing import Any
 
 from bench.common import RESULTS
 
-ORDER = ("model", "submit", "delivery", "redis_cost", "scale", "batches", "ha", "capacity")
+ORDER = (
+    "traffic",
+    "floor",
+    "model",
+    "submit",
+    "delivery",
+    "redis_cost",
+    "scale",
+    "batches",
+    "ha",
+    "capacity",
+)
 
 
 def _fmt(value: float) -> str:

@@ -56,7 +56,7 @@ class _Template:
             "root_id": _MARK.format("task_id"),
             "parent_id": None,
             "argsrepr": _MARK.format("argsrepr"),
-            "kwargsrepr": "{}",
+            "kwargsrepr": _MARK.format("kwargsrepr"),
             "origin": origin,
             "ignore_result": None,
             "replaced_task_nesting": 0,
@@ -93,9 +93,10 @@ class _Template:
         return "".join(out)
 
 
-#: ``[args, kwargs, embed]`` of a task without callbacks, around its one argument.
+#: ``[args, kwargs, embed]`` of a task without callbacks, around its one argument and its kwargs.
 _BODY_HEAD = "[["
-_BODY_TAIL = '], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
+_BODY_MID = "], "
+_BODY_TAIL = ', {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]'
 
 
 class TaskMessages:
@@ -108,17 +109,23 @@ class TaskMessages:
         self.reply_to = str(uuid.uuid4())
         self._templates: dict[tuple[str, int], _Template] = {}
 
-    def generate(self, message_id: str, queue: str, band: int, correlation_id: str = "") -> TaskMessage:
-        """The message that runs ``message_id`` on ``queue`` at kombu priority ``band``."""
+    def generate(
+        self, message_id: str, queue: str, band: int, correlation_id: str = "", route: str = ""
+    ) -> TaskMessage:
+        """The message that runs ``message_id`` on ``queue`` at kombu priority ``band``; with
+        ``route``, the private queue of the worker that holds the conversation (a kwarg, so
+        Flower shows it; ``shared.routing``)."""
         template = self._templates.get((queue, band))
         if template is None:
             template = self._templates[(queue, band)] = _Template(queue, band, self.origin, self.reply_to)
         arg = json.dumps(message_id)
-        body = base64.b64encode(f"{_BODY_HEAD}{arg}{_BODY_TAIL}".encode()).decode()
+        kwargs = {"route": route} if route else {}
+        body = f"{_BODY_HEAD}{arg}{_BODY_MID}{json.dumps(kwargs)}{_BODY_TAIL}"
         values = {
-            "body": f'"{body}"',
+            "body": f'"{base64.b64encode(body.encode()).decode()}"',
             "task_id": f'"{uuid.uuid4()}"',
             "argsrepr": json.dumps(repr([message_id])),
+            "kwargsrepr": json.dumps(repr(kwargs)),
             "correlation": json.dumps(correlation_id),
             "delivery_tag": f'"{uuid.uuid4()}"',
         }

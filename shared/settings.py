@@ -44,6 +44,17 @@ class Settings:
     model_threads: int = 2
     model_context: int = 4096
     model_path: str | None = None
+    # Embedded model: reuse the KV of generated tokens in a continuing conversation (faster; a seed's
+    # text may then depend on what the worker ran before). docs/performance.md.
+    model_reuse_generated: bool = False
+    # Embedded model: bytes of saved conversation states (KV) a worker process keeps, in MB (0 = off).
+    model_state_cache_mb: float = 256.0
+    # API: route a continuing conversation to the worker holding its prefix; other workers leave it
+    # to that worker while it is free or within this many ms of being free (0 = routing off).
+    route_wait_ms: float = 100.0
+    # API: a routed turn may overtake older work at its worker only while the oldest waiting message
+    # is younger than this (ms); past it, new turns go first come, first served (never starving).
+    route_max_skip_ms: float = 2000.0
     models_file: str | None = None
     log_level: str = "INFO"
     log_json: bool = True
@@ -219,6 +230,10 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "model_threads": _parse_positive_int,
     "model_context": _parse_positive_int,
     "model_path": _parse_optional_str,
+    "model_reuse_generated": _parse_bool,
+    "model_state_cache_mb": _parse_non_negative_float,
+    "route_wait_ms": _parse_non_negative_float,
+    "route_max_skip_ms": _parse_non_negative_float,
     "models_file": _parse_optional_str,
     "log_level": lambda raw: raw.upper(),
     "log_json": _parse_bool,

@@ -388,10 +388,13 @@ class MessageStore:
         retention_seconds: int = 3600,
         active_ttl_seconds: int = 86400,
         stream_maxlen: int = 100_000,
-        script_flags: bool = True,
+        script_flags: bool | None = None,
     ) -> None:
         """``script_flags=False`` drops the ``#!lua`` line of the create script, for Redis
-        emulations that cannot parse it (fakeredis); real Redis needs it for the memory limit."""
+        emulations that cannot parse it; real Redis needs it for the memory limit. None: drop it
+        only for fakeredis (the unit tests' Redis)."""
+        if script_flags is None:
+            script_flags = not type(client).__module__.startswith("fakeredis")
         self.redis = client
         self.retention_seconds = retention_seconds
         self.active_ttl_seconds = active_ttl_seconds

@@ -16,6 +16,7 @@ from shared.celery_config import CORRELATION_HEADER, LOCAL_QUEUE, WEBHOOK_QUEUE,
 from shared.leases import Leases
 from shared.logging import bind_message, clear_message, configure_logging
 from shared.models import load_registry
+from shared.routing import STATEFUL_PROVIDERS, private_queue
 from shared.settings import Settings, load_settings
 from workers import metrics
 from workers.feeder import Feeder, FeederThread
@@ -87,6 +88,22 @@ def get_runtime() -> Runtime:
         if _runtime is None:
             _runtime = build_runtime(load_settings())
         return _runtime
+
+
+@signals.celeryd_after_setup.connect
+def _consume_private_queues(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """Each worker also consumes a private queue per queue of a stateful model it serves, listed
+    first so that, band by band, it takes the conversations routed to it before shared work."""
+    if instance is None or not sender:
+        return
+    queues = instance.app.amqp.queues
+    consumed = list(queues.consume_from)
+    stateful = {s.queue for s in load_registry(load_settings()) if s.provider in STATEFUL_PROVIDERS}
+    private = [private_queue(name, str(sender)) for name in consumed if name in stateful]
+    for name in private:
+        queues.add(Queue(name))
+    if private:
+        queues.select([*private, *consumed])
 
 
 @signals.setup_logging.connect

@@ -7,7 +7,7 @@ sink (``MessageStore`` bound to one message in production, a list in tests).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,6 +63,8 @@ class Outcome:
     ttft_ms: float | None = None
     duration_s: float = 0.0
     error_message: str | None = None
+    #: The text of the answer's text blocks (a continuing conversation's next prefix ends with it).
+    text: str = ""
 
 
 @dataclass
@@ -73,6 +75,7 @@ class _Blocks:
     kind: str | None = None
     tokens: int = 0
     events: list[ev.Event] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
 
     def _open(self, kind: str, block: dict[str, Any]) -> None:
         self.close()
@@ -92,6 +95,7 @@ class _Blocks:
         if self.kind != "text":
             self._open("text", ev.text_block())
         self.events.append(ev.text_delta(self.index, text))
+        self.texts.append(text)
 
     def thinking(self, item: ThinkingDelta) -> None:
         self.tokens += item.tokens
@@ -136,6 +140,8 @@ class _Run:
     model_hint: str = "default"
     #: The provider's final prompt count, when it differs from what message_start said.
     late_input_tokens: dict[str, int] = field(default_factory=dict)
+    #: A provider's own status fields for the run (``run_stats()``, e.g. prompt-cache reuse).
+    provider_stats: Callable[[], dict[str, str | int | float]] | None = None
 
     @property
     def output_tokens(self) -> int:
@@ -184,6 +190,8 @@ class _Run:
         if self.ttft_ms is not None and self.output_tokens:
             generating = max(elapsed - self.ttft_ms / 1000, 1e-6)
             fields["tokens_per_second"] = round(self.output_tokens / generating, 1)
+        if self.provider_stats is not None:
+            fields.update(self.provider_stats())
         return fields
 
     def outcome(self, status: str, stop_reason: str | None, error: str | None = None) -> Outcome:
@@ -195,6 +203,7 @@ class _Run:
             self.ttft_ms,
             time.monotonic() - self.started_at,
             error,
+            "".join(self.blocks.texts),
         )
 
 
@@ -210,6 +219,7 @@ def run_generation(
     puts a writer thread, and the coalescing of deltas, between the loop and the store)."""
     run = _Run(message_id, sink, StopScanner(request.get("stop_sequences")))
     run.model_hint = str(request.get("model") or "default")
+    run.provider_stats = getattr(provider, "run_stats", None)
     return _guarded(run, provider.stream(request, max_tokens), resumed=False)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess, start_http_server
 
@@ -50,6 +51,23 @@ GENERATIONS = Counter(
     ["model", "queue", "outcome"],
 )
 OUTPUT_TOKENS = Counter("sluice_worker_output_tokens", "Output tokens generated", ["model"])
+ROUTING = Counter(
+    "sluice_worker_routing",
+    "Routed messages as a worker saw them: own (it holds the conversation), taken (it left the "
+    "message to the holder, which took it), ran_here (holder busy or gone: it ran the message)",
+    ["decision"],
+)
+PROMPT_CACHE = Counter(
+    "sluice_worker_prompt_cache",
+    "Prompts of the embedded model by where their cached prefix came from: live (the KV cache "
+    "as left), restored (a saved conversation state), logits (same prompt again), cold (nothing)",
+    ["model", "source"],
+)
+PROMPT_TOKENS = Counter(
+    "sluice_worker_prompt_tokens",
+    "Prompt tokens of the embedded model, cached (reused) or evaluated",
+    ["model", "kind"],
+)
 
 
 def record(model: str, queue: str, queue_wait_ms: float, outcome: Outcome) -> None:
@@ -70,6 +88,16 @@ def _record(model: str, queue: str, queue_wait_ms: float, outcome: Outcome) -> N
         generating = outcome.duration_s - outcome.ttft_ms / 1000
         if outcome.output_tokens > 1 and generating > 0:
             TOKENS_PER_SECOND.labels(model).observe(outcome.output_tokens / generating)
+
+
+def record_prefill(model: str, prefill: Any) -> None:
+    """Count one prompt's cache source and its cached and evaluated tokens."""
+    try:
+        PROMPT_CACHE.labels(model, prefill.source).inc()
+        PROMPT_TOKENS.labels(model, "cached").inc(prefill.cached_tokens)
+        PROMPT_TOKENS.labels(model, "evaluated").inc(prefill.evaluated_tokens)
+    except Exception:
+        log.exception("could not record metrics")
 
 
 def multiprocess_dir() -> str | None:

@@ -16,8 +16,9 @@ import redis
 from shared import events as ev
 from shared.keys import message_keys
 from shared.leases import Leases
+from shared.routing import STATEFUL_PROVIDERS
 from shared.store import CANCELLED, ERROR, TERMINAL_STATUSES, Claim, FieldValues, MessageStore
-from workers import metrics
+from workers import affinity, metrics
 from workers.generation import Outcome, SinkUnavailable, resume_generation, run_generation
 from workers.providers.base import Resume
 from workers.resume import ResumeState, resume_state
@@ -51,6 +52,25 @@ class BoundSink:
             return self.store.finish(
                 self.message_id, status, events, fields, owner=self.owner, wait_ms=self.wait_ms
             )
+
+
+@dataclass
+class _FirstWriteHook:
+    """A sink that runs ``hook`` (in the writer thread) before its first write."""
+
+    sink: BoundSink
+    hook: Callable[[], None] | None
+
+    def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> int:
+        if self.hook is not None:
+            hook, self.hook = self.hook, None
+            hook()
+        return self.sink.append(events, fields)
+
+    def finish(
+        self, status: str, events: Sequence[ev.Event], fields: FieldValues | None = None
+    ) -> str | None:
+        return self.sink.finish(status, events, fields)
 
 
 @contextmanager
@@ -106,9 +126,11 @@ def _claim_retrying(claim: Callable[[], Claim]) -> Claim:
             pause = min(pause * 2, 2.0)
 
 
-def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
-    """Run ``message_id`` if pending, resume it if its worker died; returns its final status."""
+def run_message(runtime: Runtime, message_id: str, *, worker: str, route: str = "") -> str:
+    """Run ``message_id`` if pending, resume it if its worker died; returns its final status.
+    ``route``: the private queue of the worker holding the conversation (``shared.routing``)."""
     store, settings = runtime.store, runtime.settings
+    decision = affinity.wait_for_holder(store, message_id, route, worker, settings.route_wait_ms / 1000)
     leases = Leases(store.redis, settings.lock_lease_seconds)
     owner = f"{worker}:{os.getpid()}:{secrets.token_hex(4)}"
     claim = _claim_retrying(
@@ -124,6 +146,7 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
     if not claim.runs:
         log.info("skip", extra={"message_id": message_id, "status": claim.outcome})
         return claim.outcome
+    affinity.record_decision(decision)
     sink = BoundSink(store, message_id, owner, leases.lease_ms, settings.redis_wait_ms)
     with holding_lease(leases, message_id, owner):
         if claim.outcome == "exhausted":
@@ -131,7 +154,7 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str) -> str:
             if store.redis.exists(message_keys(message_id).cancel):  # a cancel asked for wins
                 return _end_cancelled(sink, state)
             return _give_up(sink, f"its worker was lost more than {settings.max_resumes} times", state)
-        outcome = _run_claimed(runtime, sink, claim)
+        outcome = _run_claimed(runtime, sink, claim, worker)
     log.info(
         "finished",
         extra={"message_id": message_id, "status": outcome.status, "output_tokens": outcome.output_tokens},
@@ -182,7 +205,7 @@ def _give_up(sink: BoundSink, reason: str, state: ResumeState) -> str:
     return status or ERROR
 
 
-def _run_claimed(runtime: Runtime, sink: BoundSink, claim: Claim) -> Outcome:
+def _run_claimed(runtime: Runtime, sink: BoundSink, claim: Claim, worker: str) -> Outcome:
     store, message_id = runtime.store, sink.message_id
     status, request, resumed = claim.status, claim.request, claim.outcome == "resume"
     spec = runtime.registry.resolve(status.get("model", "default"))
@@ -196,10 +219,19 @@ def _run_claimed(runtime: Runtime, sink: BoundSink, claim: Claim) -> Outcome:
     state = resume_state(store.all_events(message_id)) if resumed else None
     if state is None or not state.started:  # nothing was written yet: a plain (re)start
         queue_wait_ms = round((time.time() - float(status.get("created_ts", time.time()))) * 1000, 1)
-        sink.append([], {"queue_wait_ms": queue_wait_ms})
-        with background_writer(sink, coalesce) as writer:
+        stateful = spec.provider in STATEFUL_PROVIDERS
+        # Nothing waits for a round trip before the model starts: the queue wait goes out with the
+        # first batch, and a stateful worker's busy time from the writer thread before it.
+        hook = (lambda: affinity.announce_busy(store, spec.queue, worker, max_tokens)) if stateful else None
+        with background_writer(_FirstWriteHook(sink, hook), coalesce) as writer:
+            writer.append([], {"queue_wait_ms": queue_wait_ms})
             outcome = run_generation(message_id, request, provider, writer, max_tokens=max_tokens)
         metrics.record(spec.id, status.get("queue") or spec.queue, queue_wait_ms, outcome)
+        if stateful:
+            affinity.after_run(store, spec.id, spec.queue, worker, request, outcome)
+            prefill = getattr(provider, "last_prefill", None)
+            if prefill is not None:
+                metrics.record_prefill(spec.id, prefill)
         return outcome
     if not state.resumable or not hasattr(provider, "resume_stream"):
         reason = state.reason or f"provider {spec.provider!r} cannot resume"

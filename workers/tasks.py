@@ -13,10 +13,11 @@ from workers.webhooks import claim_lease, deliver, dispatch_due
 
 
 @shared_task(name=GENERATE_TASK, bind=True)
-def generate(self, message_id: str) -> str:  # type: ignore[no-untyped-def]
-    """Run the generation of ``message_id``, then what its end implies; returns its final status."""
+def generate(self, message_id: str, route: str = "") -> str:  # type: ignore[no-untyped-def]
+    """Run the generation of ``message_id``, then what its end implies; returns its final status.
+    ``route``: the private queue of the worker holding the conversation (``shared.routing``)."""
     runtime = get_runtime()
-    status = run_message(runtime, message_id, worker=self.request.hostname or "worker")
+    status = run_message(runtime, message_id, worker=self.request.hostname or "worker", route=route)
     if after_run(runtime, message_id, status) and runtime.outcomes is not None:
         # Send the webhook now rather than at the feeder's next tick (it re-drives what this misses).
         lease = claim_lease(runtime.settings.webhook_timeout_seconds)

@@ -33,7 +33,9 @@ def _decoded(raw: str) -> dict:
     return message
 
 
-def _celery_message(redis_url: str, queue: str, band: int, message_id: str, correlation: str) -> str:
+def _celery_message(
+    redis_url: str, queue: str, band: int, message_id: str, correlation: str, kwargs: dict | None = None
+) -> str:
     """What Celery's own ``send_task`` pushes, as the API used to send it."""
     app = Celery("sluice-api", set_as_current=False)
     app.conf.update(celery_config(Settings(redis_url=redis_url)))
@@ -42,6 +44,7 @@ def _celery_message(redis_url: str, queue: str, band: int, message_id: str, corr
         app.send_task(
             GENERATE_TASK,
             args=[message_id],
+            kwargs=kwargs,
             queue=queue,
             priority=band,
             headers={CORRELATION_HEADER: correlation},
@@ -54,12 +57,16 @@ def _celery_message(redis_url: str, queue: str, band: int, message_id: str, corr
         app.close()
 
 
-@pytest.mark.parametrize(("band", "correlation"), [(0, ""), (5, 'req-42 "quoted" ü'), (9, "x")])
-def test_message_equals_celerys_own_field_by_field(redis_url, band, correlation):
+@pytest.mark.parametrize(
+    ("band", "correlation", "route"),
+    [(0, "", ""), (5, 'req-42 "quoted" ü', ""), (9, "x", ""), (5, "", "sluice.local.w.w1@host")],
+)
+def test_message_equals_celerys_own_field_by_field(redis_url, band, correlation, route):
     """Every field but ids and tags equals Celery's, and both go to the same kombu list."""
     queue, message_id = "sluice.test-broker", "msg_Abc-123_x"
-    theirs = _decoded(_celery_message(redis_url, queue, band, message_id, correlation))
-    task = TaskMessages().generate(message_id, queue, band, correlation)
+    kwargs = {"route": route} if route else None
+    theirs = _decoded(_celery_message(redis_url, queue, band, message_id, correlation, kwargs))
+    task = TaskMessages().generate(message_id, queue, band, correlation, route=route)
     assert task.list_key == broker_list(queue, band)
     ours = _decoded(task.payload)
     assert ours.keys() == theirs.keys()

@@ -19,6 +19,7 @@ from typing import Any
 from shared.grammar import SchemaLimits
 from shared.models import ModelSpec
 from shared.prompt import block_text
+from shared.settings import Settings, load_settings
 from shared.tokenizer import TokenizerError, default_model_path, prompt_tokens
 from workers.providers.base import (
     Finished,
@@ -38,8 +39,18 @@ from workers.providers.llama_calls import (
     marker_state,
     names_grammar,
 )
+from workers.providers.llama_state import (
+    MIN_RESTORE_GAIN,
+    MIN_SAVE_TOKENS,
+    Prefill,
+    StateCache,
+    batches,
+    common_prefix,
+    load_seq,
+    save_seq,
+)
 
-__all__ = ["SAMPLING_DEFAULTS", "LlamaCppProvider", "default_model_path", "load_llama"]
+__all__ = ["SAMPLING_DEFAULTS", "LlamaCppProvider", "Prefill", "default_model_path", "load_llama"]
 
 # Anthropic's defaults where it has them (temperature 1, top_p/top_k off); min_p keeps a
 # small model coherent at temperature 1 and is documented as the default.
@@ -67,9 +78,8 @@ def load_llama(path: str | None, n_ctx: int, n_threads: int) -> Any:
     )
 
 
-#: Prompt tokens evaluated per batch; prefix reuse works in whole chunks (measured here: a
-#: 34-token prompt costs the same in chunks of 16 as in one batch).
-PREFILL_CHUNK = 16
+#: Default budget of saved conversation states per worker process (``state_cache_mb``).
+STATE_CACHE_MB = 256
 
 
 @dataclass
@@ -88,21 +98,41 @@ class LlamaCppProvider:
 
     llm: Any
     model: str
+    #: Reuse the KV of generated tokens too (faster conversations; see ``llama_state``).
+    reuse_generated: bool = False
+    #: Saved states of earlier prompts (None: only the live KV cache is reused).
+    states: StateCache | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     #: The last prompt prefilled and the logits at its end (see ``_prefill``).
     _last_prompt: list[int] = field(default_factory=list)
     _last_logits: Any = None
+    #: Leading tokens of the live KV cache that were evaluated as a prompt (batches >= 2).
+    _exact: int = 0
+    #: What the last prefill did (the worker records it in the status and metrics).
+    last_prefill: Prefill | None = None
     #: What a schema may cost; its grammars compiled within a time budget and cached by hash.
     limits: SchemaLimits = field(default_factory=SchemaLimits)
     _grammars: GrammarCache | None = None
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec, limits: SchemaLimits | None = None) -> LlamaCppProvider:
+    def from_spec(cls, spec: ModelSpec, settings: Settings | None = None) -> LlamaCppProvider:
+        """Options the model's table leaves out come from the worker's settings."""
+        settings = settings if settings is not None else load_settings()
         options = spec.options
         llm = load_llama(
-            options.get("path"), int(options.get("n_ctx", 4096)), int(options.get("n_threads", 2))
+            options.get("path") or settings.model_path,
+            int(options.get("n_ctx") or settings.model_context),
+            int(options.get("n_threads") or settings.model_threads),
         )
-        return cls(llm=llm, model=spec.display_name or spec.id, limits=limits or SchemaLimits())
+        cache_mb = float(options.get("state_cache_mb", settings.model_state_cache_mb))
+        reuse = options.get("reuse_generated", settings.model_reuse_generated)
+        return cls(
+            llm=llm,
+            model=spec.display_name or spec.id,
+            reuse_generated=bool(reuse),
+            states=StateCache(int(cache_mb * 1024 * 1024)) if cache_mb > 0 else None,
+            limits=SchemaLimits.from_settings(settings),
+        )
 
     def schema_grammar(self, schema: dict[str, Any]) -> Any:
         """The grammar of ``schema``: from the cache, or compiled (and checked by llama.cpp) in time."""
@@ -118,6 +148,7 @@ class LlamaCppProvider:
             raise ProviderError(str(exc)) from None
 
     def stream(self, request: dict[str, Any], max_tokens: int) -> ProviderStream:
+        self.last_prefill = None
         tokens = self.prompt_tokens(request)
         room = self.llm.n_ctx() - len(tokens)
         if room < 1:
@@ -194,14 +225,12 @@ class LlamaCppProvider:
             yield token
 
     def _prefill(self, tokens: list[int]) -> None:
-        """Evaluate the prompt in fixed chunks aligned at multiples of ``PREFILL_CHUNK``,
-        reusing the KV cache of whole chunks the previous request already evaluated.
+        """Bring the KV cache to ``tokens`` and the logits to their last position.
 
-        Every chunk is computed from the same tokens, at the same positions, after the same
-        earlier chunks, whether it comes from the cache or not, so the logits (and with a
-        seed, the text) do not depend on what ran before. Evaluating a cached prefix plus an
-        arbitrary suffix would not be so (it breaks seed repeatability); a full re-evaluation
-        would cost the whole prompt's time on every request.
+        Every cached token that can be reused is (the live cache, or a saved state that
+        continues further); the rest is evaluated in as few batches as ``n_batch`` allows,
+        never in a batch of one token (``llama_state`` says why), so the logits, and with a
+        seed the text, do not depend on what ran before.
 
         The same prompt again (a retry, a benchmark, a shared system prompt with an empty
         turn) costs nothing: the logits at the end of the last prompt are kept, and when the
@@ -209,21 +238,46 @@ class LlamaCppProvider:
         token is sampled from bit-identical logits without evaluating anything.
         """
         llm = self.llm
-        common = 0
-        for cached, wanted in zip(llm.input_ids[: llm.n_tokens], tokens, strict=False):
-            if cached != wanted:
-                break
-            common += 1
-        if common == len(tokens) and tokens == self._last_prompt and self._last_logits is not None:
+        live = common_prefix(llm.input_ids[: llm.n_tokens], tokens)
+        if live == len(tokens) and tokens == self._last_prompt and self._last_logits is not None:
             llm.n_tokens = len(tokens)
             self._logits_view()[:] = self._last_logits
+            self.last_prefill = Prefill(len(tokens), len(tokens), 0, 0, "logits")
             return
-        keep = min(common, len(tokens) - 1) // PREFILL_CHUNK * PREFILL_CHUNK  # evaluate >= 1 token
+        usable = live if self.reuse_generated else min(live, self._exact)
+        source = "live"
+        if self.states is not None:
+            saved, length = self.states.best(tokens, self.reuse_generated)
+            self._save_live(usable)
+            if saved is not None and length >= usable + MIN_RESTORE_GAIN:
+                load_seq(llm, saved)
+                self._exact, usable, source = saved.exact, length, "restored"
+        keep = max(min(usable, len(tokens) - 2), 0)
+        spans = batches(keep, len(tokens), llm.n_batch)
         llm.n_tokens = keep
-        for start in range(keep, len(tokens), PREFILL_CHUNK):
-            llm.eval(tokens[start : start + PREFILL_CHUNK])
+        for start, end in spans:
+            llm.eval(tokens[start:end])
+        self._exact = len(tokens)
+        self.last_prefill = Prefill(
+            len(tokens), keep, len(tokens) - keep, len(spans), source if keep else "cold"
+        )
         self._last_prompt = list(tokens)
         self._last_logits = self._logits_view().copy()
+
+    def _save_live(self, kept: int) -> None:
+        """Save the live KV state before a prompt that keeps only ``kept`` of it displaces it."""
+        assert self.states is not None
+        llm = self.llm
+        usable = llm.n_tokens if self.reuse_generated else min(llm.n_tokens, self._exact)
+        if usable >= MIN_SAVE_TOKENS and usable - kept >= MIN_RESTORE_GAIN:
+            self.states.put(save_seq(llm, self._exact))
+
+    def run_stats(self) -> dict[str, str | int | float]:
+        """Status fields of the last run: prompt tokens reused from a cache, and from where."""
+        prefill = self.last_prefill
+        if prefill is None:
+            return {}
+        return {"cached_tokens": prefill.cached_tokens, "prompt_cache": prefill.source}
 
     def _logits_view(self) -> Any:
         """The sampler's input: the context's logits of the last evaluated position, in place."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from shared.grammar import SchemaLimits
 from shared.models import ModelSpec
 from shared.settings import Settings
 from workers.providers.base import Provider
@@ -13,8 +12,7 @@ from workers.providers.base import Provider
 def _llama_cpp(spec: ModelSpec, settings: Settings | None) -> Provider:
     from workers.providers.llama_cpp import LlamaCppProvider
 
-    limits = SchemaLimits.from_settings(settings) if settings else None
-    return LlamaCppProvider.from_spec(spec, limits)
+    return LlamaCppProvider.from_spec(spec, settings)
 
 
 def _scripted(spec: ModelSpec, settings: Settings | None) -> Provider:
