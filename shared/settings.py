@@ -20,7 +20,7 @@ class Settings:
     port: int = 8000
     # Secrets (a Redis password in the URL, Flower's user:password) never appear in repr().
     redis_url: str = field(default="redis://127.0.0.1:6379/0", repr=False)
-    # Redis high availability (README "Redis high availability"): with sentinels set, every
+    # Redis high availability (docs/HA.md): with sentinels set, every
     # component finds the primary through them instead of ``redis_url``.
     redis_sentinels: str | None = None
     redis_sentinel_master: str = "sluice"
@@ -71,7 +71,7 @@ class Settings:
     # Worker: hold text deltas up to this long and write them as one merged delta (0 = every token at
     # once). 25 ms: the model benchmark's streaming efficiency reaches 1.0 (0.89 at 0 ms); bench/README.md.
     coalesce_ms: float = 25.0
-    # Reliability and security (README "Guarantees", "Auth and limits").
+    # Reliability and security (docs/OPERATIONS.md "Guarantees", docs/API.md "Auth and limits").
     lock_lease_seconds: int = 10
     max_resumes: int = 3
     api_keys: str | None = field(default=None, repr=False)
@@ -85,14 +85,14 @@ class Settings:
     rate_limit_burst: int = 0
     max_concurrent_per_key: int = 0
     max_queue_depth: int = 0
-    # Per-key limits that protect the shared parts (README "Security model"); 0 = off.
+    # Per-key limits that protect the shared parts (docs/SECURITY.md); 0 = off.
     # Request bytes a key's messages may keep stored until they expire (256 MiB).
     max_stored_bytes_per_key: int = 268_435_456
     # SSE streams one key may hold open at once, across every API process.
     max_streams_per_key: int = 64
     # Redis connections an API process may use for live tails; past that, streams share them.
     api_tail_connections: int = 8
-    # What a JSON Schema (output format, tool input_schema) may cost (README "Structured output").
+    # What a JSON Schema (output format, tool input_schema) may cost (docs/structured-output.md).
     schema_max_repeat: int = 1000
     schema_max_properties: int = 128
     schema_max_depth: int = 32
