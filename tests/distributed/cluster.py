@@ -92,7 +92,8 @@ class Deployment:
         """gunicorn on host ``name``, listening on its address; returns the URL."""
         host = self.host(name)
         stack = self.stack(host)
-        env = {"SLUICE_REDIS_URL": redis_url, "SLUICE_HOST": "0.0.0.0"}
+        # Open on purpose: the API listens only inside the test's own network namespaces.
+        env = {"SLUICE_REDIS_URL": redis_url, "SLUICE_HOST": "0.0.0.0", "SLUICE_ALLOW_OPEN_API": "true"}
         self.net.run_in(host, stack.start_api, API_PORT, env)
         url = f"http://{host.address}:{API_PORT}"
         self.apis[name] = url
