@@ -77,16 +77,21 @@ class Fault:
         self.stack.stop()
 
 
-@pytest.fixture
-def make_stack(tmp_path: Path) -> Iterator[Callable[..., Fault]]:
-    """A fresh stack per test (redis only; the test starts workers and APIs)."""
+def stacks(tmp_path: Path, base: dict[str, str] | None = None) -> Iterator[Callable[..., Fault]]:
+    """A maker of stacks under ``tmp_path`` (each with ``base`` under its own env), all stopped after."""
     made: list[Fault] = []
 
     def make(**env: str) -> Fault:
-        created = Fault(tmp_path / f"stack{len(made)}", env)
+        created = Fault(tmp_path / f"stack{len(made)}", {**(base or {}), **env})
         made.append(created)
         return created
 
     yield make
     for created in made:
         created.stop()
+
+
+@pytest.fixture
+def make_stack(tmp_path: Path) -> Iterator[Callable[..., Fault]]:
+    """A fresh stack per test (redis only; the test starts workers and APIs)."""
+    yield from stacks(tmp_path)

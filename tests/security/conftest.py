@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import Fault
+from tests.reliability.conftest import Fault, stacks
 
 KEY_A, KEY_B, OPERATOR = "key-a-0123456789", "key-b-0123456789", "key-op-0123456789"
 
@@ -20,14 +20,4 @@ def auth(key: str) -> dict[str, str]:
 @pytest.fixture
 def make_stack(tmp_path: Path) -> Iterator[Callable[..., Fault]]:
     """A fresh stack per test with keys A and B and an operator key (the test starts workers and APIs)."""
-    made: list[Fault] = []
-
-    def make(**env: str) -> Fault:
-        keys = {"SLUICE_API_KEYS": f"{KEY_A},{KEY_B}", "SLUICE_OPERATOR_API_KEYS": OPERATOR}
-        created = Fault(tmp_path / f"stack{len(made)}", {**keys, **env})
-        made.append(created)
-        return created
-
-    yield make
-    for created in made:
-        created.stop()
+    yield from stacks(tmp_path, {"SLUICE_API_KEYS": f"{KEY_A},{KEY_B}", "SLUICE_OPERATOR_API_KEYS": OPERATOR})
