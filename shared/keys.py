@@ -36,6 +36,16 @@ PENDING = f"{PREFIX}:pending"
 RUNNING = f"{PREFIX}:running"
 
 
+#: Hash: a worker's private queue → unix time when that worker expects to be free (0 = free now).
+WORKER_FREE = f"{PREFIX}:worker_free"
+
+
+def route_key(prefix: str) -> str:
+    """String: the private queue of the worker holding the conversation prefix ``prefix``
+    (``shared/routing.py``)."""
+    return f"{PREFIX}:route:{prefix}"
+
+
 def hub_wake(token: str) -> str:
     """Stream an API process's tail reader also reads, so that a write to it wakes the reader."""
     return f"{PREFIX}:hub:wake:{token}"

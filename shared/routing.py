@@ -28,22 +28,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from shared.keys import PENDING, PREFIX
+from shared.keys import PENDING, WORKER_FREE, route_key
 from shared.prompt import chat_turns
 
 #: Providers that keep prompt state a conversation can come back to.
 STATEFUL_PROVIDERS = frozenset({"llama_cpp"})
 #: How long a worker's claim on a conversation prefix lives without being renewed.
 ROUTE_TTL_SECONDS = 1800
-#: Hash: private queue → unix time when that worker expects to be free (0 = free now).
-WORKER_FREE = f"{PREFIX}:worker_free"
 #: Marks a worker's private queue: ``<queue>.w.<hostname>``.
 PRIVATE_INFIX = ".w."
-
-
-def route_key(prefix: str) -> str:
-    """String: the private queue of the worker holding the conversation prefix ``prefix``."""
-    return f"{PREFIX}:route:{prefix}"
 
 
 def private_queue(queue: str, hostname: str) -> str:
