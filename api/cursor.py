@@ -6,7 +6,8 @@ from collections.abc import Iterable, Iterator
 
 from api.mailbox import Batch, parse_id
 from shared import events as ev
-from shared.store import MessageStore, StoredEvent, StreamGone
+from shared.records import StoredEvent, StreamGone
+from shared.store import MessageStore
 
 #: Entries per ``XRANGE`` call.
 READ_COUNT = 512

@@ -38,9 +38,10 @@ from api.cursor import READ_COUNT, Cursor
 from api.mailbox import Batch, Mailbox, Pusher, Wake, parse_id
 from shared import events as ev
 from shared.keys import hub_wake, message_keys
+from shared.records import StoredEvent, epoch_of, stored_event
 from shared.redis_client import redis_client
 from shared.settings import Settings
-from shared.store import MessageStore, StoredEvent, epoch_of, stored_event
+from shared.store import MessageStore
 
 __all__ = ["Batch", "Hub", "Mailbox", "Pusher", "Tick", "Wake", "hub_client", "parse_id"]
 

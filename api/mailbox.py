@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Protocol
 
 from shared import events as ev
-from shared.store import StoredEvent
+from shared.records import StoredEvent
 
 
 class Wake(Enum):

@@ -12,7 +12,7 @@ from typing import Any
 
 from api.hub import Batch, Tick
 from shared import events as ev
-from shared.store import StoredEvent
+from shared.records import StoredEvent
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",

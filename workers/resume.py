@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shared.store import StoredEvent
+from shared.records import StoredEvent
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from shared.accumulator import Accumulator
 from shared.capabilities import load_request
 from shared.grammar import SchemaLimits
 from shared.models import ModelSpec
+from shared.records import InvalidCursor, StoredEvent, StreamCursor, epoch_of
 from shared.schemas import check_message_id
-from shared.store import InvalidCursor, StoredEvent, StreamCursor, epoch_of
 
 #: How often the synchronous endpoint looks for a vanished client while waiting.
 SYNC_POLL_SECONDS = 1.0

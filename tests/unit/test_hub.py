@@ -13,7 +13,8 @@ import redis
 
 from api.hub import Batch, Hub, Mailbox, Tick, Wake, hub_client, parse_id
 from shared import events as ev
-from shared.store import COMPLETED, MessageStore, StoredEvent
+from shared.records import StoredEvent
+from shared.store import COMPLETED, MessageStore
 
 pytestmark = pytest.mark.integration
 

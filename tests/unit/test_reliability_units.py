@@ -8,8 +8,9 @@ from api.auth import digest, key_digests
 from shared import events as ev
 from shared.keys import message_keys
 from shared.leases import Leases
+from shared.records import StoredEvent
 from shared.settings import Settings
-from shared.store import Limits, StoredEvent
+from shared.store import Limits
 from tests.unit.test_generation import REQUEST, ListSink, provider
 from workers.generation import resume_generation
 from workers.providers.base import Resume

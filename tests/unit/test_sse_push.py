@@ -10,7 +10,7 @@ import pytest
 
 from api.hub import Batch, Tick
 from api.sse import GONE_FRAME, PING_FRAME, SocketPusher, frame, frames, sse_body
-from shared.store import StoredEvent
+from shared.records import StoredEvent
 
 
 def event(number: int, kind: str = "content_block_delta", size: int = 10) -> StoredEvent:

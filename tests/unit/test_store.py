@@ -4,6 +4,7 @@ import pytest
 
 from shared import events as ev
 from shared.keys import message_keys, tenant_bytes, tenant_stored
+from shared.records import InvalidCursor, StreamCursor, StreamGone
 from shared.store import (
     CANCELLED,
     COMPLETED,
@@ -11,10 +12,7 @@ from shared.store import (
     PROCESSING,
     TOMBSTONE,
     TOMBSTONE_TTL_MS,
-    InvalidCursor,
     Limits,
-    StreamCursor,
-    StreamGone,
 )
 
 
