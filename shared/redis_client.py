@@ -18,7 +18,8 @@ from redis.exceptions import MasterDownError, ReadOnlyError, ResponseError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
-from shared.settings import Settings, parse_addresses
+from shared.settings import Settings
+from shared.settings_parse import parse_addresses
 
 #: How long a client waits for one sentinel before asking the next.
 SENTINEL_TIMEOUT_SECONDS = 1.0

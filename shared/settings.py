@@ -7,6 +7,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from shared.settings_parse import (
+    parse_address_list,
+    parse_bool,
+    parse_name,
+    parse_non_negative_float,
+    parse_non_negative_int,
+    parse_optional_str,
+    parse_port,
+    parse_positive_float,
+    parse_positive_int,
+    parse_repeat,
+    parse_schedule,
+)
+
 
 class SettingsError(ValueError):
     """One or more ``SLUICE_*`` variables are invalid; the message lists every one."""
@@ -123,160 +137,75 @@ class Settings:
     allow_open_api: bool = False
 
 
-def _parse_bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"expected a boolean (true/false), got {raw!r}")
-
-
-def _parse_positive_int(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise ValueError(f"must be >= 1, got {value}")
-    return value
-
-
-def _parse_port(raw: str) -> int:
-    value = int(raw)
-    if not 0 < value < 65536:
-        raise ValueError(f"must be a TCP port (1-65535), got {value}")
-    return value
-
-
-def _parse_positive_float(raw: str) -> float:
-    value = float(raw)
-    if value <= 0:
-        raise ValueError(f"must be > 0, got {value}")
-    return value
-
-
-def _parse_non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if not value >= 0:
-        raise ValueError(f"must be >= 0, got {value}")
-    return value
-
-
-def _parse_non_negative_int(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError(f"must be >= 0 (0 = off), got {value}")
-    return value
-
-
-def _parse_repeat(raw: str) -> int:
-    value = _parse_positive_int(raw)
-    if value > 2000:  # llama.cpp's grammar parser refuses counts above 2000
-        raise ValueError(f"must be <= 2000 (llama.cpp's own limit), got {value}")
-    return value
-
-
-def _parse_optional_str(raw: str) -> str | None:
-    return raw or None
-
-
-def _parse_schedule(raw: str) -> tuple[int, ...]:
-    values = tuple(int(part) for part in raw.split(",") if part.strip())
-    if not values or min(values) < 0:
-        raise ValueError(f"expected comma-separated seconds >= 0, got {raw!r}")
-    return values
-
-
-def parse_addresses(raw: str) -> list[tuple[str, int]]:
-    """``host:port,host:port`` as (host, port) pairs; raise ``ValueError`` naming a bad one."""
-    found: list[tuple[str, int]] = []
-    for item in raw.split(","):
-        host, sep, port = item.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"expected host:port[,host:port...], got {item.strip()!r}")
-        found.append((host, int(port)))
-    return found
-
-
-def _parse_addresses(raw: str) -> str | None:
-    if not raw.strip():
-        return None
-    return ",".join(f"{host}:{port}" for host, port in parse_addresses(raw))
-
-
-def _parse_name(raw: str) -> str:
-    if not raw.strip():
-        raise ValueError("must not be empty")
-    return raw.strip()
-
-
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "host": str,
-    "port": _parse_port,
+    "port": parse_port,
     "redis_url": str,
-    "redis_sentinels": _parse_addresses,
-    "redis_sentinel_master": _parse_name,
-    "redis_password": _parse_optional_str,
-    "redis_wait_ms": _parse_non_negative_int,
-    "flower_port": _parse_port,
-    "flower_basic_auth": _parse_optional_str,
-    "worker_concurrency": _parse_positive_int,
-    "retention_seconds": _parse_positive_int,
-    "active_ttl_seconds": _parse_positive_int,
-    "max_body_bytes": _parse_positive_int,
-    "max_json_depth": _parse_positive_int,
-    "ping_interval_seconds": _parse_positive_float,
-    "task_time_limit_seconds": _parse_positive_int,
-    "stream_maxlen": _parse_positive_int,
+    "redis_sentinels": parse_address_list,
+    "redis_sentinel_master": parse_name,
+    "redis_password": parse_optional_str,
+    "redis_wait_ms": parse_non_negative_int,
+    "flower_port": parse_port,
+    "flower_basic_auth": parse_optional_str,
+    "worker_concurrency": parse_positive_int,
+    "retention_seconds": parse_positive_int,
+    "active_ttl_seconds": parse_positive_int,
+    "max_body_bytes": parse_positive_int,
+    "max_json_depth": parse_positive_int,
+    "ping_interval_seconds": parse_positive_float,
+    "task_time_limit_seconds": parse_positive_int,
+    "stream_maxlen": parse_positive_int,
     "default_priority": int,
-    "model_threads": _parse_positive_int,
-    "model_context": _parse_positive_int,
-    "model_path": _parse_optional_str,
-    "model_reuse_generated": _parse_bool,
-    "model_state_cache_mb": _parse_non_negative_float,
-    "route_wait_ms": _parse_non_negative_float,
-    "route_max_skip_ms": _parse_non_negative_float,
-    "models_file": _parse_optional_str,
+    "model_threads": parse_positive_int,
+    "model_context": parse_positive_int,
+    "model_path": parse_optional_str,
+    "model_reuse_generated": parse_bool,
+    "model_state_cache_mb": parse_non_negative_float,
+    "route_wait_ms": parse_non_negative_float,
+    "route_max_skip_ms": parse_non_negative_float,
+    "models_file": parse_optional_str,
     "log_level": lambda raw: raw.upper(),
-    "log_json": _parse_bool,
-    "api_workers": _parse_positive_int,
-    "api_worker_connections": _parse_positive_int,
-    "worker_metrics_port": lambda raw: 0 if raw.strip() in {"", "0"} else _parse_port(raw),
-    "upstream_concurrency": _parse_positive_int,
-    "api_redis_connections": _parse_positive_int,
-    "hub_mailbox_events": _parse_positive_int,
-    "coalesce_ms": _parse_non_negative_float,
-    "lock_lease_seconds": _parse_positive_int,
-    "max_resumes": _parse_non_negative_int,
-    "api_keys": _parse_optional_str,
-    "api_keys_file": _parse_optional_str,
-    "operator_api_keys": _parse_optional_str,
+    "log_json": parse_bool,
+    "api_workers": parse_positive_int,
+    "api_worker_connections": parse_positive_int,
+    "worker_metrics_port": lambda raw: 0 if raw.strip() in {"", "0"} else parse_port(raw),
+    "upstream_concurrency": parse_positive_int,
+    "api_redis_connections": parse_positive_int,
+    "hub_mailbox_events": parse_positive_int,
+    "coalesce_ms": parse_non_negative_float,
+    "lock_lease_seconds": parse_positive_int,
+    "max_resumes": parse_non_negative_int,
+    "api_keys": parse_optional_str,
+    "api_keys_file": parse_optional_str,
+    "operator_api_keys": parse_optional_str,
     "priority_floor": int,
-    "protect_ops_endpoints": _parse_bool,
-    "rate_limit_per_minute": _parse_non_negative_int,
-    "rate_limit_burst": _parse_non_negative_int,
-    "max_concurrent_per_key": _parse_non_negative_int,
-    "max_queue_depth": _parse_non_negative_int,
-    "max_stored_bytes_per_key": _parse_non_negative_int,
-    "max_streams_per_key": _parse_non_negative_int,
-    "api_tail_connections": _parse_positive_int,
-    "schema_max_repeat": _parse_repeat,
-    "schema_max_properties": _parse_positive_int,
-    "schema_max_depth": _parse_positive_int,
-    "schema_max_nodes": _parse_positive_int,
-    "grammar_max_bytes": _parse_positive_int,
-    "grammar_compile_seconds": _parse_positive_float,
-    "batch_max_requests": _parse_positive_int,
-    "batch_max_body_bytes": _parse_positive_int,
-    "batch_expiry_seconds": _parse_positive_int,
-    "batch_retention_seconds": _parse_positive_int,
-    "batch_window": _parse_positive_int,
-    "batch_head_requests": _parse_non_negative_int,
-    "batch_max_inflight": _parse_non_negative_int,
-    "batch_feed_interval_seconds": _parse_positive_float,
-    "webhook_retry_schedule": _parse_schedule,
-    "webhook_timeout_seconds": _parse_positive_float,
-    "webhook_allow_private": _parse_bool,
-    "upstream_allow_private_urls": _parse_bool,
-    "allow_open_api": _parse_bool,
+    "protect_ops_endpoints": parse_bool,
+    "rate_limit_per_minute": parse_non_negative_int,
+    "rate_limit_burst": parse_non_negative_int,
+    "max_concurrent_per_key": parse_non_negative_int,
+    "max_queue_depth": parse_non_negative_int,
+    "max_stored_bytes_per_key": parse_non_negative_int,
+    "max_streams_per_key": parse_non_negative_int,
+    "api_tail_connections": parse_positive_int,
+    "schema_max_repeat": parse_repeat,
+    "schema_max_properties": parse_positive_int,
+    "schema_max_depth": parse_positive_int,
+    "schema_max_nodes": parse_positive_int,
+    "grammar_max_bytes": parse_positive_int,
+    "grammar_compile_seconds": parse_positive_float,
+    "batch_max_requests": parse_positive_int,
+    "batch_max_body_bytes": parse_positive_int,
+    "batch_expiry_seconds": parse_positive_int,
+    "batch_retention_seconds": parse_positive_int,
+    "batch_window": parse_positive_int,
+    "batch_head_requests": parse_non_negative_int,
+    "batch_max_inflight": parse_non_negative_int,
+    "batch_feed_interval_seconds": parse_positive_float,
+    "webhook_retry_schedule": parse_schedule,
+    "webhook_timeout_seconds": parse_positive_float,
+    "webhook_allow_private": parse_bool,
+    "upstream_allow_private_urls": parse_bool,
+    "allow_open_api": parse_bool,
 }
 
 ENV_PREFIX = "SLUICE_"

@@ -18,11 +18,11 @@ from api.services import (
     cancel,
     require_status,
     services,
-    status_body,
     storage_id,
     submit,
 )
 from api.sse import SSE_HEADERS, SocketPusher, client_gone, sse_body
+from api.status import status_body
 from shared.accumulator import Accumulator
 from shared.capabilities import load_request
 from shared.grammar import SchemaLimits
