@@ -23,12 +23,13 @@ from typing import Any
 
 import redis
 
+from shared import batch_scripts as lua
+from shared.batch_results import CANCELED, EXPIRED, RESULT_KINDS, errored_line
 from shared.broker import TaskMessages
 from shared.keys import (
     BATCHES_ACTIVE,
     batch_keys,
     message_keys,
-    public_id,
     scoped_id,
     tenant_batches,
 )
@@ -40,9 +41,6 @@ from shared.store import MessageStore, now_iso
 IN_PROGRESS = "in_progress"
 CANCELING = "canceling"
 ENDED = "ended"
-#: Result kinds, as the results file and ``request_counts`` name them.
-SUCCEEDED, ERRORED, CANCELED, EXPIRED = "succeeded", "errored", "canceled", "expired"
-RESULT_KINDS = (SUCCEEDED, ERRORED, CANCELED, EXPIRED)
 
 #: Requests written per pipelined round trip at creation, and read per page of results.
 CHUNK = 1000
@@ -60,75 +58,6 @@ def new_batch_id() -> str:
 def request_message_id(batch_id: str, custom_id: str) -> str:
     """The public message id a batch request runs as."""
     return f"{batch_id}.{custom_id}"
-
-
-# Shared tail of the scripts that may complete a batch. KEYS[1] = meta, KEYS[4] = active set,
-# KEYS[5..] = every key of the batch; ARGV[1] = now (iso), ARGV[2] = retention, ARGV[3] = storage id.
-_END_IF_DONE = """
-local function end_if_done()
-  local total, done = unpack(redis.call('HMGET', KEYS[1], 'total', 'done'))
-  if tonumber(done) < tonumber(total) or redis.call('HGET', KEYS[1], 'status') == 'ended' then
-    return 0
-  end
-  redis.call('HSET', KEYS[1], 'status', 'ended', 'ended_at', ARGV[1])
-  redis.call('ZREM', KEYS[4], ARGV[3])
-  for i = 5, #KEYS do redis.call('EXPIRE', KEYS[i], ARGV[2]) end
-  return 1
-end
-"""
-
-# KEYS: meta, results, inflight, active, every batch key. ARGV: now, retention, storage id,
-#       message storage id, index, kind, line, expired line.
-# Returns {recorded (0|1), ended (0|1)}. Only the first record of a message counts (SREM).
-_RECORD = (
-    _END_IF_DONE
-    + """
-if redis.call('SREM', KEYS[3], ARGV[4]) == 0 then return {0, 0} end
-local kind, line = ARGV[6], ARGV[7]
-if kind == 'canceled' and redis.call('HGET', KEYS[1], 'ending') == 'expired' then
-  kind, line = 'expired', ARGV[8]
-end
-redis.call('HSET', KEYS[2], ARGV[5], line)
-local ttl = redis.call('TTL', KEYS[1])
-if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
-redis.call('HINCRBY', KEYS[1], kind, 1)
-redis.call('HINCRBY', KEYS[1], 'done', 1)
-return {1, end_if_done()}
-"""
-)
-
-# KEYS: meta, results, inflight, active, every batch key. ARGV: now, retention, storage id,
-#       ending (canceled|expired), new status.
-# Stops the feed: every request not yet fed counts as ``ending``. Returns {ended, inflight ids...};
-# nothing when the batch is not in progress.
-_STOP = (
-    _END_IF_DONE
-    + """
-local status, ending = unpack(redis.call('HMGET', KEYS[1], 'status', 'ending'))
-if status ~= 'in_progress' or ending then return {-1} end
-local total, fed = unpack(redis.call('HMGET', KEYS[1], 'total', 'fed'))
-local unfed = tonumber(total) - tonumber(fed)
-redis.call('HSET', KEYS[1], 'status', ARGV[5], 'ending', ARGV[4], 'unfed_from', fed, 'fed', total)
-if ARGV[4] == 'canceled' then redis.call('HSET', KEYS[1], 'cancel_initiated_at', ARGV[1]) end
-redis.call('HINCRBY', KEYS[1], ARGV[4], unfed)
-redis.call('HINCRBY', KEYS[1], 'done', unfed)
-return {end_if_done(), unpack(redis.call('SMEMBERS', KEYS[3]))}
-"""
-)
-
-# KEYS: meta, inflight. ARGV: expected fed, new fed, message storage ids...
-# Advances the feed cursor if nobody else did and the batch still runs; 1 if so.
-_ADVANCE = """
-local status, fed = unpack(redis.call('HMGET', KEYS[1], 'status', 'fed'))
-if status ~= 'in_progress' or fed ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'fed', ARGV[2])
-if #ARGV > 2 then
-  redis.call('SADD', KEYS[2], unpack(ARGV, 3))
-  local ttl = redis.call('TTL', KEYS[1])
-  if ttl > 0 then redis.call('EXPIRE', KEYS[2], ttl) end
-end
-return 1
-"""
 
 
 @dataclass(frozen=True)
@@ -166,9 +95,9 @@ class BatchStore:
         self.window = window
         self.head_requests = head_requests
         self.max_inflight = max_inflight
-        self._record = client.register_script(_RECORD)
-        self._stop = client.register_script(_STOP)
-        self._advance = client.register_script(_ADVANCE)
+        self._record = client.register_script(lua.RECORD)
+        self._stop = client.register_script(lua.STOP)
+        self._advance = client.register_script(lua.ADVANCE)
 
     @classmethod
     def for_settings(cls, client: redis.Redis, settings: Settings) -> BatchStore:
@@ -433,37 +362,6 @@ def batch_message_fields(
         "custom_id": custom_id,
         "batch_index": index,
     }
-
-
-def result_line(store: MessageStore, message_sid: str, status: dict[str, str] | None) -> tuple[str, str]:
-    """(kind, result JSON) of a batch message that ended (or vanished: ``status`` None)."""
-    from shared.accumulator import StreamError, accumulate  # the accumulator is only needed here
-
-    if status is None:
-        return ERRORED, errored_line("the request's message was deleted or expired before it ended")
-    state = status.get("status")
-    if state == "cancelled":
-        return CANCELED, json.dumps({"type": CANCELED})
-    if state == "error":
-        return ERRORED, errored_line(status.get("error_message") or "generation failed")
-    try:
-        message = accumulate(json.loads(e.data) for e in store.all_events(message_sid))
-    except StreamError as exc:
-        return ERRORED, errored_line(exc.message, exc.error_type)
-    message["id"] = public_id(message_sid)
-    return SUCCEEDED, json.dumps({"type": SUCCEEDED, "message": message}, separators=(",", ":"))
-
-
-def message_status_of(store: MessageStore, message_sid: str) -> dict[str, str] | None:
-    """The status hash of a batch message (None when gone)."""
-    found: dict[str, str] = store.redis.hgetall(message_keys(message_sid).status)
-    return found or None
-
-
-def errored_line(message: str, error_type: str = "api_error") -> str:
-    return json.dumps(
-        {"type": ERRORED, "error": {"type": "error", "error": {"type": error_type, "message": message}}}
-    )
 
 
 def _iso(unix: float) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.batches import BatchStore, message_status_of, result_line
+from shared.batch_results import result_line
+from shared.batches import BatchStore
 from shared.keys import message_keys, public_id, webhook_endpoints
 from shared.store import ANONYMOUS, TERMINAL_STATUSES, MessageStore
 from shared.webhooks import MESSAGE_EVENTS, EventType, WebhookStore
@@ -40,7 +41,7 @@ class Outcomes:
 
     def message_ended(self, message_sid: str, status: dict[str, str] | None = None) -> Ended:
         """Record the end of ``message_sid`` if it is terminal."""
-        status = status if status is not None else message_status_of(self.store, message_sid)
+        status = status if status is not None else self.store.get_status(message_sid)
         if status is None or status.get("status") not in TERMINAL_STATUSES:
             return Ended()
         deliveries = 0

@@ -17,7 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from shared.batches import ERRORED, EXPIRED, BatchStore, errored_line
+from shared.batch_results import ERRORED, EXPIRED, errored_line
+from shared.batches import BatchStore
 from shared.broker import TaskMessages
 from shared.keys import BATCHES_ACTIVE, FEEDER_LEADER, batch_keys, message_keys, public_id
 from shared.models import ModelRegistry
