@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from shared import events as ev
 from shared.store import CANCELLED, COMPLETED, ERROR, FieldValues
+from workers.blocks import Blocks
 from workers.providers.base import (
     Cancelled,
     Finished,
@@ -68,68 +69,13 @@ class Outcome:
 
 
 @dataclass
-class _Blocks:
-    """Builds content-block events: opens, closes and numbers blocks as delta kinds change."""
-
-    index: int = -1
-    kind: str | None = None
-    tokens: int = 0
-    events: list[ev.Event] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-
-    def _open(self, kind: str, block: dict[str, Any]) -> None:
-        self.close()
-        self.index += 1
-        self.kind = kind
-        self.events.append(ev.content_block_start(self.index, block))
-
-    def close(self) -> None:
-        if self.kind is not None:
-            self.events.append(ev.content_block_stop(self.index))
-            self.kind = None
-
-    def text(self, text: str, tokens: int) -> None:
-        self.tokens += tokens
-        if not text:
-            return
-        if self.kind != "text":
-            self._open("text", ev.text_block())
-        self.events.append(ev.text_delta(self.index, text))
-        self.texts.append(text)
-
-    def thinking(self, item: ThinkingDelta) -> None:
-        self.tokens += item.tokens
-        if self.kind != "thinking":
-            self._open("thinking", ev.thinking_block())
-        if item.thinking:
-            self.events.append(ev.thinking_delta(self.index, item.thinking))
-        if item.signature:
-            self.events.append(ev.signature_delta(self.index, item.signature))
-            self.close()
-
-    def tool_start(self, item: ToolUseStart) -> None:
-        self._open("tool_use", ev.tool_use_block(item.id, item.name))
-
-    def tool_input(self, item: ToolInputDelta) -> None:
-        self.tokens += item.tokens
-        if self.kind != "tool_use":
-            raise ProviderError("tool input arrived outside a tool_use block")
-        if item.partial_json:
-            self.events.append(ev.input_json_delta(self.index, item.partial_json))
-
-    def take(self) -> list[ev.Event]:
-        taken, self.events = self.events, []
-        return taken
-
-
-@dataclass
 class _Run:
     message_id: str
     sink: EventSink
     scanner: StopScanner
     started_at: float = field(default_factory=time.monotonic)
     input_tokens: int = 0
-    blocks: _Blocks = field(default_factory=_Blocks)
+    blocks: Blocks = field(default_factory=Blocks)
     ttft_ms: float | None = None
     stop_reason: str = "end_turn"
     stop_sequence: str | None = None
@@ -243,7 +189,7 @@ def resume_generation(
         StopScanner(request.get("stop_sequences")),
         ttft_ms=ttft_ms,
     )
-    run.blocks = _Blocks(index=open_index, kind="text" if text_open else None, tokens=resume.tokens)
+    run.blocks = Blocks(index=open_index, kind="text" if text_open else None, tokens=resume.tokens)
     run.opened = True
     return _guarded(run, provider.resume_stream(request, max_tokens, resume), resumed=True)
 
