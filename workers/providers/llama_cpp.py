@@ -39,6 +39,7 @@ from workers.providers.llama_calls import (
     marker_state,
     names_grammar,
 )
+from workers.providers.llama_model import SAMPLING_DEFAULTS, load_llama
 from workers.providers.llama_state import (
     MIN_RESTORE_GAIN,
     MIN_SAVE_TOKENS,
@@ -51,35 +52,6 @@ from workers.providers.llama_state import (
 )
 
 __all__ = ["SAMPLING_DEFAULTS", "LlamaCppProvider", "Prefill", "default_model_path", "load_llama"]
-
-# Anthropic's defaults where it has them (temperature 1, top_p/top_k off); min_p keeps a
-# small model coherent at temperature 1 and is documented as the default.
-SAMPLING_DEFAULTS = {
-    "temperature": 1.0,
-    "top_p": 1.0,
-    "top_k": 0,
-    "min_p": 0.05,
-    "repetition_penalty": 1.0,
-    "presence_penalty": 0.0,
-    "frequency_penalty": 0.0,
-}
-
-
-def load_llama(path: str | None, n_ctx: int, n_threads: int) -> Any:
-    """Load a GGUF model (imports llama_cpp only here, in the worker process)."""
-    import llama_cpp
-
-    return llama_cpp.Llama(
-        model_path=path or default_model_path(),
-        n_ctx=n_ctx,
-        n_threads=n_threads,
-        n_threads_batch=n_threads,
-        verbose=False,
-    )
-
-
-#: Default budget of saved conversation states per worker process (``state_cache_mb``).
-STATE_CACHE_MB = 256
 
 
 @dataclass
