@@ -14,7 +14,6 @@ from flask import current_app
 
 from api.auth import current_tenant, is_operator
 from api.errors import ApiError, InvalidRequest, NotFound, Overloaded
-from api.hub import Hub, tail_client
 from api.limits import RateLimited, StreamSlots
 from api.routing import holder_for, queue_to_holder
 from shared.batches import BatchStore
@@ -33,6 +32,8 @@ from shared.store import (
     Limits,
     MessageStore,
 )
+from shared.streams.runtime import StreamRuntime
+from shared.streams.tails import tail_client
 from shared.webhooks import WebhookStore
 
 #: How long a cancel call waits for a running generation to reach its terminal state.
@@ -53,7 +54,8 @@ class Services:
     store: MessageStore
     registry: ModelRegistry
     tasks: TaskMessages
-    hub: Hub
+    #: Every read of a message stream (replay, cursor check, live tail): ``shared/streams``.
+    stream_runtime: StreamRuntime
     streams: StreamSlots
     batches: BatchStore
     outcomes: Outcomes
@@ -62,7 +64,7 @@ class Services:
 def build_services(settings: Settings) -> Services:
     """Clients for ``settings``; nothing connects until first used."""
     # A small blocking pool: thousands of observers share a few connections for their short
-    # commands (their live tails run on the hub's own connections, one per stream).
+    # commands (their live tails run on the stream runtime's own connections).
     client = redis_client(
         settings, "sluice-api", max_connections=settings.api_redis_connections, retry_on_timeout=True
     )
@@ -72,8 +74,8 @@ def build_services(settings: Settings) -> Services:
         active_ttl_seconds=settings.active_ttl_seconds,
         stream_maxlen=settings.stream_maxlen,
     )
-    hub = Hub(
-        store,
+    stream_runtime = StreamRuntime(
+        client,
         tail_client(settings, "sluice-api-tail"),
         mailbox_events=settings.hub_mailbox_events,
         max_readers=settings.api_tail_connections,
@@ -83,7 +85,9 @@ def build_services(settings: Settings) -> Services:
     batches = BatchStore.for_settings(client, settings)
     outcomes = Outcomes(store, batches, WebhookStore(client))
     registry = load_registry(settings)
-    return Services(settings, client, store, registry, TaskMessages(), hub, slots, batches, outcomes)
+    return Services(
+        settings, client, store, registry, TaskMessages(), stream_runtime, slots, batches, outcomes
+    )
 
 
 def services() -> Services:
