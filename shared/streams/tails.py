@@ -59,12 +59,12 @@ class Reader:
     wake_last: str = "0-0"
 
 
-def hub_client(url: str, name: str, *, block_ms: int = TAIL_BLOCK_MS) -> redis.Redis:
+def tail_client_for_url(url: str, name: str, *, block_ms: int = TAIL_BLOCK_MS) -> redis.Redis:
     """A client for readers of the Redis at ``url``: one connection per reader, never cut short
     while blocked (its socket timeout outlasts a blocked read by 10 s)."""
     return tail_client(Settings(redis_url=url), name, block_ms=block_ms)
 
 
 def tail_client(settings: Settings, name: str, *, block_ms: int = TAIL_BLOCK_MS) -> redis.Redis:
-    """``hub_client`` for the deployment's Redis (a URL or a Sentinel-managed primary)."""
+    """``tail_client_for_url`` for the deployment's Redis (a URL or a Sentinel-managed primary)."""
     return redis_client(settings, name, socket_timeout=block_ms / 1000 + 10)

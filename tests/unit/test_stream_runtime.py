@@ -17,7 +17,7 @@ from shared.streams.contract import Batch, StoredEvent, Tick, Wake, parse_id
 from shared.streams.mailbox import Mailbox
 from shared.streams.reads import StreamReads
 from shared.streams.runtime import StreamRuntime
-from shared.streams.tails import hub_client
+from shared.streams.tails import tail_client_for_url
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +55,7 @@ def store(redis_url: str, client: redis.Redis, name: str) -> MessageStore:
 @pytest.fixture
 def runtime(redis_url: str, store: MessageStore, name: str) -> StreamRuntime:
     return StreamRuntime(
-        store.redis, hub_client(redis_url, f"{name}-tail"), mailbox_events=1024, block_ms=200
+        store.redis, tail_client_for_url(redis_url, f"{name}-tail"), mailbox_events=1024, block_ms=200
     )
 
 
@@ -161,7 +161,9 @@ def test_redis_connections_stay_bounded_for_many_observers(store, runtime, clien
 
 def test_slow_observer_falls_behind_alone_and_misses_nothing(redis_url, store):
     """A reader that stalls overflows its small mailbox, the others go on, and it later catches up exactly."""
-    runtime = StreamRuntime(store.redis, hub_client(redis_url, "slow-tail"), mailbox_events=4, block_ms=200)
+    runtime = StreamRuntime(
+        store.redis, tail_client_for_url(redis_url, "slow-tail"), mailbox_events=4, block_ms=200
+    )
     start(store)
     fast = Watcher(runtime)
     slow = Watcher(runtime)
@@ -367,7 +369,7 @@ def test_deleting_a_message_ends_its_idle_observers_at_once(redis_url, store, na
     """A delete wakes the blocked tail (its tombstone): observers get GONE long before the tail's
     own read or any ping would time out (both 120 s here)."""
     runtime = StreamRuntime(
-        store.redis, hub_client(redis_url, f"{name}-tail", block_ms=120_000), block_ms=120_000
+        store.redis, tail_client_for_url(redis_url, f"{name}-tail", block_ms=120_000), block_ms=120_000
     )
     start(store)
     watchers = [Watcher(runtime, idle=120) for _ in range(3)]
@@ -418,7 +420,10 @@ def test_many_streams_share_a_bounded_set_of_reader_connections(redis_url, store
     """Thirty observed streams on a runtime of two readers: two tail connections, every observer
     gets every event of its own stream and nothing of another's."""
     runtime = StreamRuntime(
-        store.redis, hub_client(redis_url, f"{name}-tail", block_ms=60_000), block_ms=60_000, max_readers=2
+        store.redis,
+        tail_client_for_url(redis_url, f"{name}-tail", block_ms=60_000),
+        block_ms=60_000,
+        max_readers=2,
     )
     ids = [f"s{index}" for index in range(30)]
     for message_id in ids:
@@ -443,7 +448,10 @@ def test_a_stream_added_to_a_blocked_reader_is_read_at_once(redis_url, store, na
     """A reader blocked for a minute on one stream reads a stream added to it at once (its wake
     key), not when its read times out."""
     runtime = StreamRuntime(
-        store.redis, hub_client(redis_url, f"{name}-tail", block_ms=60_000), block_ms=60_000, max_readers=1
+        store.redis,
+        tail_client_for_url(redis_url, f"{name}-tail", block_ms=60_000),
+        block_ms=60_000,
+        max_readers=1,
     )
     start(store, "first")
     first = Watcher(runtime, "first", idle=60)
@@ -463,7 +471,10 @@ def test_a_stream_added_to_a_blocked_reader_is_read_at_once(redis_url, store, na
 def test_deleting_one_of_many_multiplexed_streams_ends_only_its_observers(redis_url, store, name):
     """On a shared reader, a delete ends the deleted stream's observers; the others go on."""
     runtime = StreamRuntime(
-        store.redis, hub_client(redis_url, f"{name}-tail", block_ms=60_000), block_ms=60_000, max_readers=1
+        store.redis,
+        tail_client_for_url(redis_url, f"{name}-tail", block_ms=60_000),
+        block_ms=60_000,
+        max_readers=1,
     )
     for message_id in ("keep", "drop"):
         start(store, message_id)
