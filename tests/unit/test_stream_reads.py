@@ -34,6 +34,7 @@ def _claim(store, message_id, worker):
 
 @pytest.fixture
 def reads(store):
+    """The runtime's reads on the store's client (fakeredis or a real redis-server)."""
     return StreamReads(store.redis)
 
 
