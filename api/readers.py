@@ -23,8 +23,8 @@ from api.mailbox import Batch, Mailbox, Pusher, parse_id
 from shared import events as ev
 from shared.keys import hub_wake, message_keys
 from shared.records import stored_event
-from shared.redis_client import redis_client
-from shared.settings import Settings
+from shared.redis_client import reader_client
+from shared.settings import SharedSettings
 from shared.store import MessageStore
 
 #: How long one reader ``XREAD`` blocks; a reader whose streams all ended lingers at most this long.
@@ -308,9 +308,9 @@ class TailReaders:
 def hub_client(url: str, name: str, *, block_ms: int = TAIL_BLOCK_MS) -> redis.Redis:
     """A client for readers of the Redis at ``url``: one connection per reader, never cut short
     while blocked (its socket timeout outlasts a blocked read by 10 s)."""
-    return tail_client(Settings(redis_url=url), name, block_ms=block_ms)
+    return tail_client(SharedSettings(redis_url=url), name, block_ms=block_ms)
 
 
-def tail_client(settings: Settings, name: str, *, block_ms: int = TAIL_BLOCK_MS) -> redis.Redis:
+def tail_client(settings: SharedSettings, name: str, *, block_ms: int = TAIL_BLOCK_MS) -> redis.Redis:
     """``hub_client`` for the deployment's Redis (a URL or a Sentinel-managed primary)."""
-    return redis_client(settings, name, socket_timeout=block_ms / 1000 + 10)
+    return reader_client(settings, name, block_ms=block_ms)

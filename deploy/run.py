@@ -16,7 +16,7 @@ from deploy.redis_ha import start_topology
 from deploy.stack import ROOT, Stack, free_port, port_open
 from shared.celery_config import LOCAL_QUEUE, WEBHOOK_QUEUE
 from shared.models import ModelRegistry, RegistryError, load_registry
-from shared.settings import Settings, SettingsError, load_settings
+from shared.settings import DeploySettings, SettingsError
 
 #: Providers that compute on this machine's CPU: their queues go to prefork workers.
 LOCAL_PROVIDERS = frozenset({"llama_cpp"})
@@ -36,7 +36,7 @@ class WorkerPlan:
     metrics: bool = True
 
 
-def worker_plan(registry: ModelRegistry, settings: Settings) -> list[WorkerPlan]:
+def worker_plan(registry: ModelRegistry, settings: DeploySettings) -> list[WorkerPlan]:
     """The local prefork worker always; a thread-pool worker for queues of upstream models; a small
     thread-pool worker for webhook deliveries, so a slow endpoint never holds a generation slot."""
     local = {LOCAL_QUEUE} | {spec.queue for spec in registry if spec.provider in LOCAL_PROVIDERS}
@@ -53,7 +53,7 @@ def worker_plan(registry: ModelRegistry, settings: Settings) -> list[WorkerPlan]
 def main() -> int:
     """Run the stack until Ctrl-C or SIGTERM."""
     try:
-        settings = load_settings()
+        settings = DeploySettings.from_env()
         registry = load_registry(settings)
     except (SettingsError, RegistryError) as exc:
         print(exc, file=sys.stderr)

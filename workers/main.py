@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shared.settings import load_settings
+from shared.settings import WorkerSettings
 from workers.celery_app import create_celery
 
-app = create_celery(load_settings())
+#: The worker's settings, read once in its main process; prefork children inherit them.
+app = create_celery(WorkerSettings.from_env())
