@@ -246,6 +246,12 @@ class DeploySettings(_ApiServing, _WorkerServing, SharedSettings):
     worker_concurrency: PositiveInt = 1
     # Threads of the upstream (I/O-bound) worker type.
     upstream_concurrency: PositiveInt = 32
+    # Without a Redis set: a Sentinel-managed primary, a replica and three sentinels (docs/HA.md).
+    redis_ha: Bool = False
+    # ``maxmemory`` of the redis-server ``make run`` and the tests start (always ``noeviction``).
+    redis_maxmemory: Name = "1gb"
+    # Logs and data of ``make run`` (default: ``var/`` in the checkout).
+    var_dir: OptionalStr = None
 
 
 class Settings(ApiSettings, WorkerSettings, DeploySettings):
