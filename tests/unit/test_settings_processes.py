@@ -203,3 +203,14 @@ def test_a_worker_process_builds_one_runtime(monkeypatch, redis_url):
     celery_app._load_models_after_fork()  # as in a prefork child: the current app's context
     assert len(built) == 2 and celery_app.runtime_of(app) is built[1]
     assert context.heartbeat is None and context.feeder is None
+
+
+def test_upstream_providers_take_the_private_url_switch_from_the_worker_settings():
+    """An OpenAI-compatible provider takes ``SLUICE_UPSTREAM_ALLOW_PRIVATE_URLS`` from its settings."""
+    from shared.models import ModelSpec
+    from workers.providers.registry import build_provider
+
+    spec = ModelSpec(id="m", provider="openai", base_url="http://127.0.0.1:9/v1")
+    allowed = build_provider(spec, WorkerSettings(upstream_allow_private_urls=True))
+    refused = build_provider(spec, WorkerSettings())
+    assert allowed.allow_private_urls is True and refused.allow_private_urls is False  # type: ignore[attr-defined]

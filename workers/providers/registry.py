@@ -24,7 +24,7 @@ def _scripted(spec: ModelSpec, settings: WorkerSettings | None) -> Provider:
 def _openai(spec: ModelSpec, settings: WorkerSettings | None) -> Provider:
     from workers.providers.openai import OpenAIProvider
 
-    return OpenAIProvider.from_spec(spec)
+    return OpenAIProvider.from_spec(spec, settings)
 
 
 def _anthropic(spec: ModelSpec, settings: WorkerSettings | None) -> Provider:
