@@ -17,9 +17,11 @@ variable. Secrets (the Redis URL and password, Flower's credentials, API keys) s
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Self
 
+import pydantic_settings
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -85,9 +87,14 @@ class _Base(BaseSettings):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
         """These settings from ``environ`` (default ``os.environ``); one error names every bad variable."""
-        source = _EnvironSource(cls, os.environ if environ is None else environ)
         try:
-            return cls(**source())
+            values = _EnvironSource(cls, os.environ if environ is None else environ)()
+        except pydantic_settings.SettingsError as exc:  # a value it could not decode (JSON for a list)
+            field = re.search(r'field "(\w+)"', str(exc))
+            name = env_name(field.group(1)) if field else "a SLUICE_* variable"
+            raise SettingsError(f"invalid settings: {name}: expected JSON ({exc.__cause__})") from None
+        try:
+            return cls(**values)
         except ValidationError as exc:
             raise SettingsError("invalid settings: " + "; ".join(_problems(cls, exc))) from None
 

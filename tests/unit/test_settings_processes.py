@@ -126,6 +126,17 @@ def test_lists_and_names_are_parsed():
         assert name in str(raised.value)
 
 
+def test_a_list_field_that_cannot_be_decoded_is_a_settings_error():
+    """A list field without ``NoDecode`` (read as JSON) fails as ``SettingsError`` naming its variable."""
+
+    class WithList(SharedSettings):
+        nodes: list[int] = []
+
+    assert WithList.from_env({"SLUICE_NODES": "[1, 2]"}).nodes == [1, 2]
+    with pytest.raises(SettingsError, match="SLUICE_NODES"):
+        WithList.from_env({"SLUICE_NODES": "1,2"})
+
+
 def test_non_finite_numbers_are_refused():
     """``nan`` and ``inf`` are not intervals."""
     with pytest.raises(SettingsError, match="SLUICE_PING_INTERVAL_SECONDS"):
