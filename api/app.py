@@ -10,12 +10,12 @@ from api.metrics import instrument
 from api.routes import register_routes
 from api.services import build_services
 from shared.logging import configure_logging
-from shared.settings import Settings, load_settings
+from shared.settings import ApiSettings
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the API for ``settings`` (default: from the environment)."""
-    settings = settings or load_settings()
+def create_app(settings: ApiSettings | None = None) -> Flask:
+    """Build the API for ``settings`` (default: read from the environment, once per process)."""
+    settings = settings or ApiSettings.from_env()
     configure_logging(settings, "api")
     app = Flask("sluice")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

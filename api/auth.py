@@ -19,7 +19,7 @@ from flask import Flask, g, request
 
 from api.errors import ApiError
 from shared.keys import ANONYMOUS
-from shared.settings import Settings
+from shared.settings import ApiSettings
 
 ALWAYS_OPEN = frozenset({"/health", "/openapi.json", "/docs", "/"})
 #: The observer page's own files: public, the page asks for the key and sends it itself.
@@ -43,13 +43,13 @@ def _keys(raw: list[str]) -> set[str]:
     return {line.strip() for line in raw if line.strip() and not line.strip().startswith("#")}
 
 
-def operator_digests(settings: Settings) -> frozenset[str]:
+def operator_digests(settings: ApiSettings) -> frozenset[str]:
     """Digests of the operator keys (``SLUICE_OPERATOR_API_KEYS``): keys like any other, that may
     also use the priorities reserved for operators."""
     return frozenset(digest(key) for key in _keys((settings.operator_api_keys or "").split(",")))
 
 
-def key_digests(settings: Settings) -> tuple[str, ...]:
+def key_digests(settings: ApiSettings) -> tuple[str, ...]:
     """Digests of the configured keys, operator keys included (empty: auth is off)."""
     raw: list[str] = (settings.api_keys or "").split(",")
     if settings.api_keys_file:
@@ -81,7 +81,7 @@ def is_operator() -> bool:
     return bool(g.get("operator", current_tenant() == ANONYMOUS))
 
 
-def install_auth(app: Flask, settings: Settings) -> None:
+def install_auth(app: Flask, settings: ApiSettings) -> None:
     """Check every request's key before its view runs, when keys are configured."""
     digests = key_digests(settings)
     if not digests:

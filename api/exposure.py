@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from api.auth import key_digests
-from shared.settings import Settings, env_name
+from shared.settings import ApiSettings, env_name
 
 #: Host names that always mean this machine.
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -22,7 +22,7 @@ def is_loopback(host: str) -> bool:
         return False  # any other name may resolve to a public address
 
 
-def open_api_refusal(settings: Settings) -> str | None:
+def open_api_refusal(settings: ApiSettings) -> str | None:
     """Why the API must not start with ``settings`` (public bind, no keys, no opt-in), else None."""
     if settings.allow_open_api or is_loopback(settings.host):
         return None

@@ -1,4 +1,9 @@
-"""Gunicorn settings: gevent workers so one process holds many open SSE streams."""
+"""Gunicorn settings: gevent workers so one process holds many open SSE streams.
+
+The master builds the API settings once, here: bind, processes and connections come from them,
+and ``on_starting`` checks them (logs, the open-API refusal). Each worker's app reads its own
+once more after the fork (``api/wsgi.py``), as any process does.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,17 @@ from typing import Any
 
 from gunicorn import glogging
 
-bind = f"{os.environ.get('SLUICE_HOST', '127.0.0.1')}:{os.environ.get('SLUICE_PORT', '8000')}"
+from shared.settings import ApiSettings, SettingsError
+
+try:
+    api_settings = ApiSettings.from_env()
+except SettingsError as exc:  # gunicorn would print a traceback; the message names every variable
+    raise SystemExit(f"sluice: {exc}") from None
+
+bind = f"{api_settings.host}:{api_settings.port}"
+workers = api_settings.api_workers
+worker_connections = api_settings.api_worker_connections
 worker_class = "gevent"
-workers = int(os.environ.get("SLUICE_API_WORKERS", "1"))
-worker_connections = int(os.environ.get("SLUICE_API_WORKER_CONNECTIONS", "2000"))
 # SSE responses live as long as a generation; gevent workers are never "stuck" on one.
 timeout = 0
 graceful_timeout = 5
@@ -44,11 +56,9 @@ def on_starting(server: object) -> None:
     exits before binding when the address is public and no key is set (``api.exposure``)."""
     from api.exposure import open_api_refusal
     from shared.logging import configure_logging
-    from shared.settings import load_settings
 
-    settings = load_settings()
-    configure_logging(settings, "api")
-    refusal = open_api_refusal(settings)
+    configure_logging(api_settings, "api")
+    refusal = open_api_refusal(api_settings)
     if refusal:
         raise SystemExit(f"sluice: {refusal}")
 

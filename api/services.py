@@ -23,7 +23,7 @@ from shared.models import ModelRegistry, load_registry
 from shared.outcomes import Outcomes
 from shared.priority import Placement, place
 from shared.redis_client import redis_client
-from shared.settings import Settings
+from shared.settings import ApiSettings
 from shared.store import (
     ANONYMOUS,
     CANCELLED,
@@ -49,7 +49,7 @@ QUOTA_RETRY_AFTER_SECONDS = 60
 class Services:
     """Everything one app instance talks to, bound into ``app.extensions``."""
 
-    settings: Settings
+    settings: ApiSettings
     redis: redis.Redis
     store: MessageStore
     registry: ModelRegistry
@@ -61,7 +61,7 @@ class Services:
     outcomes: Outcomes
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: ApiSettings) -> Services:
     """Clients for ``settings``; nothing connects until first used."""
     # A small blocking pool: thousands of observers share a few connections for their short
     # commands (their live tails run on the stream runtime's own connections).
@@ -192,7 +192,7 @@ def _check_priority(priority: int | None, floor: int) -> None:
         raise InvalidRequest(text, [{"loc": ["priority"], "msg": text, "type": "value_error.reserved"}])
 
 
-def limits_of(settings: Settings, tenant: str) -> Limits:
+def limits_of(settings: ApiSettings, tenant: str) -> Limits:
     """The admission limits ``settings`` configure for ``tenant``. The stored-bytes quota is per
     key: with auth off there is one tenant, and Redis's ``maxmemory`` is the bound."""
     return Limits(

@@ -16,7 +16,7 @@ from deploy.redis_ha import start_topology
 from deploy.stack import ROOT, Stack, free_port, port_open
 from shared.celery_config import LOCAL_QUEUE, WEBHOOK_QUEUE
 from shared.models import ModelRegistry, RegistryError, load_registry
-from shared.settings import Settings, SettingsError, load_settings
+from shared.settings import DeploySettings, SettingsError
 
 #: Providers that compute on this machine's CPU: their queues go to prefork workers.
 LOCAL_PROVIDERS = frozenset({"llama_cpp"})
@@ -36,7 +36,7 @@ class WorkerPlan:
     metrics: bool = True
 
 
-def worker_plan(registry: ModelRegistry, settings: Settings) -> list[WorkerPlan]:
+def worker_plan(registry: ModelRegistry, settings: DeploySettings) -> list[WorkerPlan]:
     """The local prefork worker always; a thread-pool worker for queues of upstream models; a small
     thread-pool worker for webhook deliveries, so a slow endpoint never holds a generation slot."""
     local = {LOCAL_QUEUE} | {spec.queue for spec in registry if spec.provider in LOCAL_PROVIDERS}
@@ -53,24 +53,24 @@ def worker_plan(registry: ModelRegistry, settings: Settings) -> list[WorkerPlan]
 def main() -> int:
     """Run the stack until Ctrl-C or SIGTERM."""
     try:
-        settings = load_settings()
+        settings = DeploySettings.from_env()
         registry = load_registry(settings)
     except (SettingsError, RegistryError) as exc:
         print(exc, file=sys.stderr)
         return 2
-    var_dir = Path(os.environ.get("SLUICE_VAR_DIR", ROOT / "var"))
+    var_dir = Path(settings.var_dir or ROOT / "var")
     stack = Stack(var_dir / "logs", env={k: v for k, v in os.environ.items() if k.startswith("SLUICE_")})
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        if os.environ.get("SLUICE_REDIS_HA", "0") not in ("", "0") and not settings.redis_sentinels:
+        if settings.redis_ha and not settings.redis_sentinels:
             topology = start_topology(stack, password=settings.redis_password, down_after_ms=5000)
             print(
                 f"redis:   primary :{topology.primary_port()} + 1 replica, sentinels "
                 f"{topology.sentinel_addresses} (master name {topology.master_name!r})"
             )
-        elif "SLUICE_REDIS_URL" not in os.environ and not settings.redis_sentinels:
+        elif "redis_url" not in settings.model_fields_set and not settings.redis_sentinels:
             url = stack.start_redis(free_port() if port_open(6379) else 6379)
             print(f"redis:   {url} (data in {var_dir / 'logs' / 'redis'})")
         for index, plan in enumerate(worker_plan(registry, settings)):

@@ -16,6 +16,9 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from shared.settings import DeploySettings, env_name
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The Celery command line of this project's app, for workers and Flower.
@@ -124,6 +127,11 @@ class Stack:
         base.setdefault("PYTHONUNBUFFERED", "1")
         self.env = base
 
+    def deploy_setting(self, name: str) -> Any:
+        """One ``DeploySettings`` field from this stack's environment (checked; its default if unset)."""
+        key = env_name(name)
+        return getattr(DeploySettings.from_env({key: self.env[key]} if key in self.env else {}), name)
+
     def spawn(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Process:
         """Start ``argv`` in its own session, output to ``var_dir/<name>.log``."""
         log_path = self.var_dir / f"{name}.log"
@@ -172,7 +180,7 @@ class Stack:
             # A memory cap that fails writes instead of evicting: Celery's queue lists, statuses
             # and streams share this Redis, and any eviction could drop accepted work silently.
             "--maxmemory",
-            self.env.get("SLUICE_REDIS_MAXMEMORY", "1gb"),
+            self.deploy_setting("redis_maxmemory"),
             "--maxmemory-policy",
             "noeviction",
             "--protected-mode",
@@ -201,7 +209,7 @@ class Stack:
         metrics_port: int | None = None,
     ) -> Process:
         """A real Celery worker consuming ``queues``; with ``metrics_port``, serving its metrics there."""
-        conc = concurrency or int(self.env.get("SLUICE_WORKER_CONCURRENCY", "1"))
+        conc = concurrency or self.deploy_setting("worker_concurrency")
         extra = dict(env or {})
         if metrics_port:
             extra["SLUICE_WORKER_METRICS_PORT"] = str(metrics_port)

@@ -35,7 +35,7 @@ from shared.keys import (
 )
 from shared.models import ModelRegistry
 from shared.priority import Placement
-from shared.settings import Settings
+from shared.settings import SharedSettings
 from shared.store import MessageStore, now_iso
 
 IN_PROGRESS = "in_progress"
@@ -100,7 +100,7 @@ class BatchStore:
         self._advance = client.register_script(lua.ADVANCE)
 
     @classmethod
-    def for_settings(cls, client: redis.Redis, settings: Settings) -> BatchStore:
+    def for_settings(cls, client: redis.Redis, settings: SharedSettings) -> BatchStore:
         """The batch store with this deployment's expiry, retention, window and head."""
         return cls(
             client,

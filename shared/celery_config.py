@@ -7,7 +7,7 @@ from typing import Any
 from shared.keys import BROKER_SEP
 from shared.priority import PRIORITY_STEPS, kombu_priority
 from shared.redis_client import broker_transport_options, broker_url
-from shared.settings import Settings
+from shared.settings import SharedSettings
 
 #: The task that runs one generation; sent by name, carrying only the message id.
 GENERATE_TASK = "sluice.generate"
@@ -24,12 +24,12 @@ LOCAL_QUEUE = "sluice.local"
 UPSTREAM_QUEUE = "sluice.upstream"
 
 
-def visibility_timeout(settings: Settings) -> int:
+def visibility_timeout(settings: SharedSettings) -> int:
     """Above the hard task time limit, so a running generation is never handed out twice."""
     return settings.task_time_limit_seconds + 300
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
+def celery_config(settings: SharedSettings) -> dict[str, Any]:
     """The Celery configuration both sides load."""
     transport = {
         "priority_steps": PRIORITY_STEPS,

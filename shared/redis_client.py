@@ -18,11 +18,13 @@ from redis.exceptions import MasterDownError, ReadOnlyError, ResponseError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
-from shared.settings import Settings
+from shared.settings import SharedSettings
 from shared.settings_parse import parse_addresses
 
 #: How long a client waits for one sentinel before asking the next.
 SENTINEL_TIMEOUT_SECONDS = 1.0
+#: How much longer than its ``XREAD BLOCK`` a blocking reader waits for the reply.
+READ_TIMEOUT_MARGIN_SECONDS = 10.0
 
 
 #: Replies of a server that cannot take writes right now (a replica, a primary missing replicas
@@ -67,7 +69,7 @@ class BlockingSentinelConnectionPool(SentinelConnectionPool, redis.BlockingConne
 
 
 def redis_client(
-    settings: Settings,
+    settings: SharedSettings,
     name: str,
     *,
     max_connections: int | None = None,
@@ -118,6 +120,12 @@ def redis_client(
     return redis.Redis.from_url(settings.redis_url, **options)
 
 
+def reader_client(settings: SharedSettings, name: str, *, block_ms: int) -> redis.Redis:
+    """A client for blocking reads (``XREAD BLOCK block_ms``): one connection per concurrent
+    reader, never cut short while blocked (its socket timeout outlasts the block)."""
+    return redis_client(settings, name, socket_timeout=block_ms / 1000 + READ_TIMEOUT_MARGIN_SECONDS)
+
+
 def _url_connection_class(url: str) -> type[redis.Connection] | type[redis.UnixDomainSocketConnection]:
     if url.startswith("rediss://"):
         return WritableSSLConnection
@@ -126,7 +134,7 @@ def _url_connection_class(url: str) -> type[redis.Connection] | type[redis.UnixD
     return WritableConnection
 
 
-def sentinel(settings: Settings) -> Sentinel:
+def sentinel(settings: SharedSettings) -> Sentinel:
     """A ``Sentinel`` over ``SLUICE_REDIS_SENTINELS`` (the same password for sentinels and nodes)."""
     assert settings.redis_sentinels, "SLUICE_REDIS_SENTINELS is not set"
     sentinel_options: dict[str, Any] = {
@@ -138,7 +146,7 @@ def sentinel(settings: Settings) -> Sentinel:
     return Sentinel(parse_addresses(settings.redis_sentinels), sentinel_kwargs=sentinel_options)
 
 
-def broker_url(settings: Settings) -> str:
+def broker_url(settings: SharedSettings) -> str:
     """Celery's ``broker_url``: the Redis URL, or one ``sentinel://`` URL per sentinel
     (kombu's failover syntax, ``;``-separated), carrying the nodes' password."""
     if not settings.redis_sentinels:
@@ -148,7 +156,7 @@ def broker_url(settings: Settings) -> str:
     return ";".join(f"sentinel://{auth}{host}:{port}/0" for host, port in hosts)
 
 
-def broker_transport_options(settings: Settings) -> dict[str, Any]:
+def broker_transport_options(settings: SharedSettings) -> dict[str, Any]:
     """What kombu's sentinel transport needs besides the URL (nothing in URL mode)."""
     if not settings.redis_sentinels:
         return {}

@@ -1,15 +1,21 @@
-"""The Celery app of the workers: configuration, queues, and per-process setup after the fork."""
+"""The Celery app of the workers: configuration, queues, and per-process setup after the fork.
+
+No module-level state: the app carries a ``WorkerContext`` holding the settings (read once, in
+the worker's main process, before any fork) and this process's ``Runtime`` (built once per
+process: in each prefork child right after the fork, in the main process when the heartbeat
+starts; a thread-pool worker's tasks, heartbeat and feeder share the main process's).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import threading
-import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from celery import Celery, signals
+from celery import Celery, current_app, signals
 from kombu import Queue
 
 from shared.celery_config import CORRELATION_HEADER, LOCAL_QUEUE, WEBHOOK_QUEUE, celery_config
@@ -17,22 +23,13 @@ from shared.leases import Leases
 from shared.logging import bind_message, clear_message, configure_logging
 from shared.models import load_registry
 from shared.routing import STATEFUL_PROVIDERS, private_queue
-from shared.settings import Settings, load_settings
+from shared.settings import WorkerSettings
 from workers import metrics
 from workers.feeder import Feeder, FeederThread
 from workers.reaper import requeue_lapsed
 from workers.runtime import Runtime, build_runtime
 
 HEARTBEAT_SECONDS = 5.0
-
-_runtime: Runtime | None = None
-_runtime_lock = threading.Lock()
-
-
-#: The settings each app was built with. Not in ``app.conf``: the conf is served to anyone
-#: asking the workers (``celery inspect conf``, Flower's worker page) and only its own keys are
-#: censored there; Settings carry the Redis password and Flower's credentials.
-_app_settings: weakref.WeakKeyDictionary[Celery, Settings] = weakref.WeakKeyDictionary()
 
 
 def _detached_channel_is_a_connection_error() -> None:
@@ -64,30 +61,71 @@ def _detached_channel_is_a_connection_error() -> None:
     setattr(channel, "_connparams", connparams)  # noqa: B010  (a method replaced on purpose)
 
 
-def create_celery(settings: Settings) -> Celery:
+@dataclass
+class WorkerContext:
+    """What one worker process holds, hung on its app (``SluiceCelery.context``)."""
+
+    settings: WorkerSettings
+    runtime: Runtime | None = None
+    heartbeat: _Heartbeat | None = None
+    feeder: FeederThread | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get_runtime(self) -> Runtime:
+        """This process's runtime, built on first use."""
+        with self.lock:
+            if self.runtime is None:
+                self.runtime = build_runtime(self.settings)
+            return self.runtime
+
+    def after_fork(self) -> Runtime:
+        """A prefork child's own runtime: never the one it may have inherited from its parent."""
+        self.lock = threading.Lock()
+        self.heartbeat = self.feeder = None
+        self.runtime = build_runtime(self.settings)
+        return self.runtime
+
+
+class SluiceCelery(Celery):
+    """The workers' Celery app, carrying its process's ``WorkerContext``.
+
+    Not in ``app.conf``: the conf is served to anyone asking the workers (``celery inspect
+    conf``, Flower's worker page) and only its own keys are censored there; the settings carry
+    the Redis password."""
+
+    context: WorkerContext
+
+
+def create_celery(settings: WorkerSettings) -> SluiceCelery:
     """The worker-side Celery app for ``settings``; connects to nothing until it runs."""
     _detached_channel_is_a_connection_error()
-    app = Celery("sluice", set_as_current=True)
+    app = SluiceCelery("sluice", set_as_current=True)
+    app.context = WorkerContext(settings)
     app.conf.update(celery_config(settings))
     queues = {LOCAL_QUEUE, WEBHOOK_QUEUE} | load_registry(settings).queues()
     app.conf.task_queues = [Queue(name) for name in sorted(queues)]
     app.conf.include = ["workers.tasks"]
-    _app_settings[app] = settings
     return app
 
 
-def app_settings(app: Celery) -> Settings:
+def context_of(app: Any = None) -> WorkerContext | None:
+    """The context of ``app`` (default: the current app); None for an app ``create_celery`` did not build."""
+    found = app if app is not None else current_app._get_current_object()
+    return found.context if isinstance(found, SluiceCelery) else None
+
+
+def app_settings(app: Any) -> WorkerSettings:
     """The settings ``app`` was created with (``create_celery``)."""
-    return _app_settings[app]
+    context = context_of(app)
+    assert context is not None, "not an app of create_celery"
+    return context.settings
 
 
-def get_runtime() -> Runtime:
-    """This process's runtime, built on first use (after the fork in prefork children)."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None:
-            _runtime = build_runtime(load_settings())
-        return _runtime
+def runtime_of(app: Any) -> Runtime:
+    """The runtime of this process, for a task of ``app``."""
+    context = context_of(app)
+    assert context is not None, "not an app of create_celery"
+    return context.get_runtime()
 
 
 @signals.celeryd_after_setup.connect
@@ -98,7 +136,8 @@ def _consume_private_queues(sender: Any = None, instance: Any = None, **_: Any) 
         return
     queues = instance.app.amqp.queues
     consumed = list(queues.consume_from)
-    stateful = {s.queue for s in load_registry(load_settings()) if s.provider in STATEFUL_PROVIDERS}
+    registry = load_registry(app_settings(instance.app))
+    stateful = {s.queue for s in registry if s.provider in STATEFUL_PROVIDERS}
     private = [private_queue(name, str(sender)) for name in consumed if name in stateful]
     for name in private:
         queues.add(Queue(name))
@@ -109,15 +148,21 @@ def _consume_private_queues(sender: Any = None, instance: Any = None, **_: Any) 
 @signals.setup_logging.connect
 def _setup_logging(**_: Any) -> None:
     """Structured logs instead of Celery's own setup (a receiver here makes Celery skip it)."""
-    configure_logging(load_settings(), "worker")
+    context = context_of()
+    if context is not None:
+        configure_logging(context.settings, "worker")
 
 
 @signals.worker_process_init.connect
 def _load_models_after_fork(**_: Any) -> None:
-    """Each prefork child configures its logs and loads its models once, right after the fork."""
-    configure_logging(load_settings(), "worker")
-    if os.environ.get("SLUICE_PRELOAD", "1") != "0":
-        get_runtime().preload()
+    """Each prefork child sets up its logs, builds its runtime and loads its models after the fork."""
+    context = context_of()
+    if context is None:
+        return
+    configure_logging(context.settings, "worker")
+    runtime = context.after_fork()
+    if context.settings.preload:
+        runtime.preload()
 
 
 @signals.worker_process_shutdown.connect
@@ -137,18 +182,19 @@ def _clear_log_context(**_: Any) -> None:
 
 
 class _Heartbeat:
-    """Writes this worker's heartbeat so ``/ready`` knows a worker consumes."""
+    """Writes this worker's heartbeat so ``/ready`` knows a worker consumes, and queues again
+    the messages whose lease lapsed (``workers.reaper``)."""
 
-    def __init__(self, hostname: str, app: Any = None) -> None:
+    def __init__(self, hostname: str, runtime: Runtime, app: Any = None) -> None:
         self.hostname = hostname
+        self.runtime = runtime
         self.app = app
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="sluice-heartbeat", daemon=True)
 
     def _run(self) -> None:
-        settings = load_settings()
-        store = build_runtime(settings).store
-        leases = Leases(store.redis, settings.lock_lease_seconds)
+        store = self.runtime.store
+        leases = Leases(store.redis, self.runtime.settings.lock_lease_seconds)
         while not self.stopped.is_set():
             with contextlib.suppress(Exception):  # Redis down: keep trying; /ready shows it
                 store.worker_heartbeat(self.hostname)
@@ -160,35 +206,34 @@ class _Heartbeat:
             store.worker_gone(self.hostname)
 
 
-_heartbeat: _Heartbeat | None = None
-_feeder: FeederThread | None = None
-
-
 @signals.worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
-    global _heartbeat
-    _heartbeat = _Heartbeat(
-        getattr(sender, "hostname", None) or f"worker@{os.getpid()}", getattr(sender, "app", None)
-    )
-    _heartbeat.thread.start()
-    settings = load_settings()
-    global _feeder
-    runtime = build_runtime(settings)
+    """The main process starts the heartbeat, the batch feeder and the metrics server, on its one runtime."""
+    app = getattr(sender, "app", None)
+    context = context_of(app)
+    if context is None:
+        return
+    settings = context.settings
+    runtime = context.get_runtime()
+    hostname = getattr(sender, "hostname", None) or f"worker@{os.getpid()}"
+    context.heartbeat = _Heartbeat(hostname, runtime, app)
+    context.heartbeat.thread.start()
     assert runtime.outcomes is not None
-    feeder = Feeder(
-        runtime.outcomes, runtime.registry, runtime.tasks, settings, _heartbeat.hostname + f":{os.getpid()}"
-    )
-    _feeder = FeederThread(feeder, getattr(sender, "app", None))
-    _feeder.start()
+    feeder = Feeder(runtime.outcomes, runtime.registry, runtime.tasks, settings, f"{hostname}:{os.getpid()}")
+    context.feeder = FeederThread(feeder, app)
+    context.feeder.start()
     if settings.worker_metrics_port:
         pool = type(getattr(sender, "pool", None)).__module__.rsplit(".", 1)[-1]
         metrics.serve(settings.worker_metrics_port, settings.host, pool)
 
 
 @signals.worker_shutdown.connect
-def _stop_heartbeat(**_: Any) -> None:
-    if _heartbeat is not None:
-        _heartbeat.stopped.set()
-        _heartbeat.thread.join(timeout=2)
-    if _feeder is not None:
-        _feeder.stop()
+def _stop_heartbeat(sender: Any = None, **_: Any) -> None:
+    context = context_of(getattr(sender, "app", None))
+    if context is None:
+        return
+    if context.heartbeat is not None:
+        context.heartbeat.stopped.set()
+        context.heartbeat.thread.join(timeout=2)
+    if context.feeder is not None:
+        context.feeder.stop()

@@ -23,7 +23,7 @@ from shared.broker import TaskMessages
 from shared.keys import BATCHES_ACTIVE, FEEDER_LEADER, batch_keys, message_keys, public_id
 from shared.models import ModelRegistry
 from shared.outcomes import Outcomes
-from shared.settings import Settings
+from shared.settings import WorkerSettings
 from shared.store import TERMINAL_STATUSES
 from workers.webhooks import claim_lease, dispatch_due
 
@@ -48,7 +48,7 @@ class Feeder:
     outcomes: Outcomes
     registry: ModelRegistry
     tasks: TaskMessages
-    settings: Settings
+    settings: WorkerSettings
     identity: str
     #: Where the next tick starts in the list of active batches (it moves by one every tick).
     turn: int = 0

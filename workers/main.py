@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from shared.settings import load_settings
+from shared.settings import SettingsError, WorkerSettings
 from workers.celery_app import create_celery
 
-app = create_celery(load_settings())
+try:
+    #: The worker's settings, read once in its main process; prefork children inherit them.
+    settings = WorkerSettings.from_env()
+except SettingsError as exc:  # Celery would print a traceback; the message names every variable
+    raise SystemExit(f"sluice: {exc}") from None
+
+app = create_celery(settings)

@@ -13,21 +13,21 @@ from shared.batches import BatchStore
 from shared.broker import TaskMessages
 from shared.models import ModelRegistry, ModelSpec, load_registry
 from shared.outcomes import Outcomes
-from shared.settings import Settings
+from shared.settings import WorkerSettings
 from shared.store import MessageStore
 from shared.webhooks import WebhookStore
 from workers.providers.base import Provider
 from workers.providers.registry import build_provider
 
 
-def redis_client(settings: Settings) -> redis.Redis:
+def redis_client(settings: WorkerSettings) -> redis.Redis:
     """The worker's Redis client. A command is never sent twice: an append or a finish that
     ran on a primary just before it died (or whose connection broke) must not run again on
     the new one; the run stops instead (``SinkUnavailable``) and is resumed from what is stored."""
     return clients.redis_client(settings, "sluice-worker", resend=False)
 
 
-def message_store(settings: Settings, client: redis.Redis) -> MessageStore:
+def message_store(settings: WorkerSettings, client: redis.Redis) -> MessageStore:
     """The store with this deployment's retention and caps."""
     return MessageStore(
         client,
@@ -41,7 +41,7 @@ def message_store(settings: Settings, client: redis.Redis) -> MessageStore:
 class Runtime:
     """What one worker process holds: built once, after the fork."""
 
-    settings: Settings
+    settings: WorkerSettings
     store: MessageStore
     registry: ModelRegistry
     #: What a message's end touches besides the message: its batch and webhooks (None: nothing).
@@ -64,7 +64,7 @@ class Runtime:
                 self.provider_for(spec)
 
 
-def build_runtime(settings: Settings, **overrides: Any) -> Runtime:
+def build_runtime(settings: WorkerSettings, **overrides: Any) -> Runtime:
     """A runtime for ``settings``."""
     client = redis_client(settings)
     store = message_store(settings, client)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.grammar.errors import SchemaPath
-from shared.settings import Settings
+from shared.settings import SharedSettings
 
 #: llama.cpp's grammar parser refuses a repetition count above 2000 (``MAX_REPETITION_THRESHOLD``).
 ENGINE_MAX_REPEAT = 2000
@@ -50,7 +50,7 @@ class SchemaLimits:
     compile_seconds: float = 5.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SchemaLimits:
+    def from_settings(cls, settings: SharedSettings) -> SchemaLimits:
         """The limits ``settings`` configure."""
         return cls(
             max_repeat=settings.schema_max_repeat,

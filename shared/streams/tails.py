@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from shared.redis_client import redis_client
-from shared.settings import Settings
+from shared.redis_client import reader_client
+from shared.settings import SharedSettings
 from shared.streams.contract import Pusher
 from shared.streams.mailbox import Mailbox
 
@@ -62,9 +62,9 @@ class Reader:
 def tail_client_for_url(url: str, name: str, *, block_ms: int = TAIL_BLOCK_MS) -> redis.Redis:
     """A client for readers of the Redis at ``url``: one connection per reader, never cut short
     while blocked (its socket timeout outlasts a blocked read by 10 s)."""
-    return tail_client(Settings(redis_url=url), name, block_ms=block_ms)
+    return tail_client(SharedSettings(redis_url=url), name, block_ms=block_ms)
 
 
-def tail_client(settings: Settings, name: str, *, block_ms: int = TAIL_BLOCK_MS) -> redis.Redis:
+def tail_client(settings: SharedSettings, name: str, *, block_ms: int = TAIL_BLOCK_MS) -> redis.Redis:
     """``tail_client_for_url`` for the deployment's Redis (a URL or a Sentinel-managed primary)."""
-    return redis_client(settings, name, socket_timeout=block_ms / 1000 + 10)
+    return reader_client(settings, name, block_ms=block_ms)

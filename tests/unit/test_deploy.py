@@ -39,7 +39,7 @@ from shared.settings import ENV_PREFIX, Settings, env_name
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 K8S = DEPLOY / "k8s"
 KUBERNETES_VERSION = "1.32"
-SETTINGS = {env_name(name) for name in Settings.__dataclass_fields__}
+SETTINGS = {env_name(name) for name in Settings.model_fields}
 
 
 def compose() -> dict[str, Any]:

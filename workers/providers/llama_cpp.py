@@ -19,7 +19,7 @@ from typing import Any
 from shared.grammar import SchemaLimits
 from shared.models import ModelSpec
 from shared.prompt import block_text
-from shared.settings import Settings, load_settings
+from shared.settings import WorkerSettings
 from shared.tokenizer import TokenizerError, default_model_path, prompt_tokens
 from workers.providers.base import (
     Finished,
@@ -87,9 +87,9 @@ class LlamaCppProvider:
     _grammars: GrammarCache | None = None
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec, settings: Settings | None = None) -> LlamaCppProvider:
+    def from_spec(cls, spec: ModelSpec, settings: WorkerSettings | None = None) -> LlamaCppProvider:
         """Options the model's table leaves out come from the worker's settings."""
-        settings = settings if settings is not None else load_settings()
+        settings = settings if settings is not None else WorkerSettings.from_env()
         options = spec.options
         llm = load_llama(
             options.get("path") or settings.model_path,

@@ -18,7 +18,7 @@ import httpx
 
 from shared.models import ModelSpec
 from shared.outbound import UrlRefused, check_resolved
-from shared.settings import load_settings
+from shared.settings import SharedSettings
 from workers.providers.base import Finished, ProviderError, ProviderEvent, ProviderStream, Started
 from workers.providers.openai_translate import ChunkTranslator, to_openai_request
 from workers.providers.upstream import (
@@ -80,17 +80,18 @@ class OpenAIProvider:
     spec: ModelSpec
     client: httpx.Client
     slots: threading.BoundedSemaphore | None = None
-    # SLUICE_UPSTREAM_ALLOW_PRIVATE_URLS, read once when the provider is built (after the fork).
-    allow_private_urls: bool = field(default_factory=lambda: load_settings().upstream_allow_private_urls)
+    # SLUICE_UPSTREAM_ALLOW_PRIVATE_URLS, from the worker's settings when the provider is built.
+    allow_private_urls: bool = False
     _url: str = field(init=False)
 
     def __post_init__(self) -> None:
         self._url = str(self.spec.base_url).rstrip("/") + "/chat/completions"
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec) -> OpenAIProvider:
+    def from_spec(cls, spec: ModelSpec, settings: SharedSettings | None = None) -> OpenAIProvider:
         slots = threading.BoundedSemaphore(spec.concurrency) if spec.concurrency else None
-        return cls(spec=spec, client=http_client(spec), slots=slots)
+        allow = settings.upstream_allow_private_urls if settings is not None else False
+        return cls(spec=spec, client=http_client(spec), slots=slots, allow_private_urls=allow)
 
     def _headers(self) -> dict[str, str]:
         headers = {"accept": "text/event-stream", **dict(self.spec.options.get("headers") or {})}
