@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared import events as ev
-from shared.store import CANCELLED, COMPLETED, ERROR, FieldValues
+from shared.store import CANCELLED, COMPLETED, ERROR, FieldValues, Signal
 from workers.blocks import Blocks
 from workers.providers.base import (
     Cancelled,
@@ -33,8 +33,6 @@ from workers.providers.base import (
 )
 from workers.stops import StopScanner
 
-GO_ON, CANCEL_ASKED, GONE = 0, 1, -1
-
 
 class SinkUnavailable(Exception):
     """The sink cannot be reached (Redis is down or restarting). The run is abandoned as if
@@ -43,10 +41,10 @@ class SinkUnavailable(Exception):
 
 
 class EventSink(Protocol):
-    """Where a generation writes: ``append`` answers GO_ON, CANCEL_ASKED or GONE, and raises
+    """Where a generation writes: ``append`` answers a ``Signal`` (GO_ON, CANCEL_ASKED or GONE), and raises
     ``SinkUnavailable`` when the store cannot be reached."""
 
-    def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> int: ...
+    def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> Signal: ...
 
     def finish(
         self, status: str, events: Sequence[ev.Event], fields: FieldValues | None = None
@@ -115,7 +113,7 @@ class _Run:
             return True
         return False
 
-    def flush(self) -> int:
+    def flush(self) -> Signal:
         """Write what the last events produced; answers the sink's signal."""
         events = self.blocks.take()
         fields: dict[str, str | int | float] = {}
@@ -124,7 +122,7 @@ class _Run:
             fields["ttft_ms"] = self.ttft_ms
         if events:
             fields["output_tokens"] = self.output_tokens  # progress; a resumed run starts here
-        return self.sink.append(events, fields) if events or fields else GO_ON
+        return self.sink.append(events, fields) if events or fields else Signal.GO_ON
 
     def stats(self) -> dict[str, str | int | float]:
         elapsed = time.monotonic() - self.started_at
@@ -196,19 +194,19 @@ def resume_generation(
 
 def _guarded(run: _Run, stream: ProviderStream, *, resumed: bool) -> Outcome:
     sink = run.sink
-    signal = [GO_ON]
+    signal = [Signal.GO_ON]
 
     def probe() -> bool:
         """Polled by a provider while it waits: an empty append answers the cancel flag."""
         signal[0] = sink.append([], None)
-        return signal[0] != GO_ON
+        return signal[0] != Signal.GO_ON
 
     token = set_cancel_probe(probe)
     try:
         return _drive(run, stream, resumed)
     except Cancelled:
         stream.close()
-        if signal[0] == GONE:
+        if signal[0] == Signal.GONE:
             return run.outcome("deleted", None)
         return _end_cancelled(run)
     except SinkUnavailable:
@@ -258,17 +256,17 @@ def _drive(run: _Run, stream: ProviderStream, resumed: bool = False) -> Outcome:
     opening = [] if resumed else [ev.message_start(run.message_id, started.model, started.input_tokens)]
     signal = run.sink.append(opening, {"input_tokens": started.input_tokens, "model_ran": started.model})
     run.opened = True
-    for item in stream if signal == GO_ON else ():
+    for item in stream if signal == Signal.GO_ON else ():
         done = run.apply(item)
         if done:
             break
         signal = run.flush()
-        if signal != GO_ON:
+        if signal != Signal.GO_ON:
             break
     stream.close()
-    if signal == GONE:
+    if signal == Signal.GONE:
         return run.outcome("deleted", None)
-    if signal == CANCEL_ASKED:
+    if signal == Signal.CANCEL_ASKED:
         return _end_cancelled(run)
     if run.stop_sequence is None:
         run.blocks.text(run.scanner.flush(), 0)

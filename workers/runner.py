@@ -17,7 +17,16 @@ from shared import events as ev
 from shared.keys import message_keys
 from shared.leases import Leases
 from shared.routing import STATEFUL_PROVIDERS
-from shared.store import CANCELLED, ERROR, TERMINAL_STATUSES, Claim, FieldValues, MessageStore
+from shared.store import (
+    CANCELLED,
+    ERROR,
+    TERMINAL_STATUSES,
+    Claim,
+    ClaimOutcome,
+    FieldValues,
+    MessageStore,
+    Signal,
+)
 from workers import affinity, metrics
 from workers.generation import Outcome, SinkUnavailable, resume_generation, run_generation
 from workers.providers.base import Resume
@@ -39,7 +48,7 @@ class BoundSink:
     #: ``SLUICE_REDIS_WAIT_MS``: how long the terminal write waits for a replica (0 = not at all).
     wait_ms: int = 0
 
-    def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> int:
+    def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> Signal:
         with _unavailable_as_sink_error():
             return self.store.append(
                 self.message_id, events, fields, owner=self.owner, lease_ms=self.lease_ms
@@ -61,7 +70,7 @@ class _FirstWriteHook:
     sink: BoundSink
     hook: Callable[[], None] | None
 
-    def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> int:
+    def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> Signal:
         if self.hook is not None:
             hook, self.hook = self.hook, None
             hook()
@@ -149,7 +158,7 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str, route: str = 
     affinity.record_decision(decision)
     sink = BoundSink(store, message_id, owner, leases.lease_ms, settings.redis_wait_ms)
     with holding_lease(leases, message_id, owner):
-        if claim.outcome == "exhausted":
+        if claim.outcome is ClaimOutcome.EXHAUSTED:
             state = resume_state(store.all_events(message_id))
             if store.redis.exists(message_keys(message_id).cancel):  # a cancel asked for wins
                 return _end_cancelled(sink, state)
@@ -207,7 +216,7 @@ def _give_up(sink: BoundSink, reason: str, state: ResumeState) -> str:
 
 def _run_claimed(runtime: Runtime, sink: BoundSink, claim: Claim, worker: str) -> Outcome:
     store, message_id = runtime.store, sink.message_id
-    status, request, resumed = claim.status, claim.request, claim.outcome == "resume"
+    status, request, resumed = claim.status, claim.request, claim.outcome is ClaimOutcome.RESUME
     spec = runtime.registry.resolve(status.get("model", "default"))
     if request is None or spec is None:
         reason = "request expired" if request is None else f"unknown model {status.get('model')!r}"
