@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared import events as ev
+from shared.ending import Ending, StreamSoFar, ending_events
 from shared.store import CANCELLED, COMPLETED, ERROR, FieldValues, Signal
 from workers.blocks import Blocks
 from workers.providers.base import (
@@ -208,7 +209,7 @@ def _guarded(run: _Run, stream: ProviderStream, *, resumed: bool) -> Outcome:
         stream.close()
         if signal[0] == Signal.GONE:
             return run.outcome("deleted", None)
-        return _end_cancelled(run)
+        return _finish_cancelled(run)
     except SinkUnavailable:
         stream.close()
         raise
@@ -218,7 +219,7 @@ def _guarded(run: _Run, stream: ProviderStream, *, resumed: bool) -> Outcome:
         error_type = exc.error_type if isinstance(exc, ProviderError) else "api_error"
         sink.finish(
             ERROR,
-            [*_failed_ending(run), ev.error(error_type, message)],
+            _failed_ending(run, error_type, message),
             {"error_message": message, **run.stats()},
         )
         return run.outcome(ERROR, None, message)
@@ -227,25 +228,27 @@ def _guarded(run: _Run, stream: ProviderStream, *, resumed: bool) -> Outcome:
         stream.close()
 
 
-def _end_cancelled(run: _Run) -> Outcome:
+def _so_far(run: _Run, held: Sequence[ev.Event] = ()) -> StreamSoFar:
+    """What the run's stream holds now, for its early ending."""
+    open_block = run.blocks.index if run.blocks.kind is not None else None
+    return StreamSoFar(
+        run.message_id, run.model_hint, run.opened, open_block, run.input_tokens, run.output_tokens, held
+    )
+
+
+def _finish_cancelled(run: _Run) -> Outcome:
     """The well-formed cancelled ending, whatever the run had written so far."""
     run.blocks.take()  # nothing more reaches the stream after a cancel was seen
-    opening = [] if run.opened else [ev.message_start(run.message_id, run.model_hint, run.input_tokens)]
-    open_block = run.blocks.index if run.blocks.kind is not None else None
-    ending = [*opening, *ev.cancelled_ending(open_block, run.output_tokens)]
+    ending = ending_events(_so_far(run), Ending.cancelled())
     status = run.sink.finish(CANCELLED, ending, run.stats())
     return run.outcome(status or CANCELLED, "cancelled")
 
 
-def _failed_ending(run: _Run) -> list[ev.Event]:
-    """What must precede the ``error`` event so the stream stays well-formed: the
-    ``message_start`` if none was written, held deltas, and the close of an open block."""
-    ending = [] if run.opened else [ev.message_start(run.message_id, run.model_hint, run.input_tokens)]
-    ending.extend(run.blocks.take())
-    if run.blocks.kind is not None:
-        ending.append(ev.content_block_stop(run.blocks.index))
-        run.blocks.kind = None
-    return ending
+def _failed_ending(run: _Run, error_type: str, message: str) -> list[ev.Event]:
+    """The well-formed error ending: held deltas are written before the open block is closed."""
+    so_far = _so_far(run, held=run.blocks.take())
+    run.blocks.kind = None
+    return ending_events(so_far, Ending.error(error_type, message))
 
 
 def _drive(run: _Run, stream: ProviderStream, resumed: bool = False) -> Outcome:
@@ -267,7 +270,7 @@ def _drive(run: _Run, stream: ProviderStream, resumed: bool = False) -> Outcome:
     if signal == Signal.GONE:
         return run.outcome("deleted", None)
     if signal == Signal.CANCEL_ASKED:
-        return _end_cancelled(run)
+        return _finish_cancelled(run)
     if run.stop_sequence is None:
         run.blocks.text(run.scanner.flush(), 0)
     run.blocks.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from shared import events as ev
+from shared.ending import Ending, StreamSoFar, ending_events
 from shared.keys import PENDING, RUNNING, message_keys
 from shared.records import TOMBSTONE, TOMBSTONE_TTL_MS
 from shared.store.appends import AppendStore
@@ -94,7 +94,7 @@ class RemovalStore(AppendStore):
         status = status_or_none(self.get_field(message_id, "status"))
         if status == PENDING_STATUS:
             model = self.get_field(message_id, "model") or "default"
-            ending = [ev.message_start(message_id, model, 0), *ev.cancelled_ending(None, 0)]
+            ending = ending_events(StreamSoFar(message_id, model, started=False), Ending.cancelled())
             status = self.finish(message_id, CANCELLED, ending, expected=PENDING_STATUS)
         if status == PROCESSING_STATUS:
             keys = message_keys(message_id)
