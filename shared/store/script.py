@@ -171,7 +171,15 @@ class Scripts:
 
     def __init__(self, client: redis.Redis, calls: Sequence[type[ScriptCall[Any]]], *, flags: bool) -> None:
         self.client = client
+        self._flags = flags
         self._scripts = {call: client.register_script(call.source(flags)) for call in calls}
+
+    def _script(self, call: ScriptCall[Any]) -> Script:
+        """The registered script of ``call``'s class (registered now if it was not listed)."""
+        script = self._scripts.get(type(call))
+        if script is None:  # two threads may both register it: the same script, harmless
+            script = self._scripts[type(call)] = self.client.register_script(call.source(self._flags))
+        return script
 
     def run(self, call: ScriptCall[R], client: Any = None) -> R:
         """Run ``call`` and parse its reply."""
@@ -179,7 +187,7 @@ class Scripts:
 
     def send(self, call: ScriptCall[Any], client: Any = None) -> Any:
         """Run ``call`` (on ``client``, e.g. a pipeline, when given) and return the raw reply."""
-        return self._scripts[type(call)](keys=call.keys(), args=call.args(), client=client)
+        return self._script(call)(keys=call.keys(), args=call.args(), client=client)
 
     def run_fast(self, call: ScriptCall[R]) -> R:
         """``run`` on a pooled connection directly, for the hot path.
@@ -189,7 +197,7 @@ class Scripts:
         script Redis has not loaded yet, a dropped connection) goes the ordinary way, which
         loads the script and retries as redis-py does; a failed send ran nothing.
         """
-        script: Script = self._scripts[type(call)]
+        script = self._script(call)
         keys, args = call.keys(), call.args()
         pool = self.client.connection_pool
         conn = pool.get_connection()

@@ -4,9 +4,11 @@ import re
 
 import pytest
 
+from api.limits import StreamSlots, TooManyStreams
 from shared import events as ev
 from shared.keys import RUNNING, message_keys
 from shared.leases import Leases, RenewScript, Requeue
+from shared.outcomes import FlagEmittedScript
 from shared.store import (
     AdmissionOutcome,
     ClaimOutcome,
@@ -194,3 +196,24 @@ def test_renew_and_reap_answer_typed_results(store: MessageStore):
     store.redis.delete(message_keys("m1").lock)
     store.redis.zadd(RUNNING, {"m1": 0})
     assert leases.due_for_requeue() == [Requeue("m1", "q", 2)]
+
+
+def test_flag_emitted_is_set_once_and_only_on_an_existing_message(store: MessageStore):
+    """The webhook flag answers True the first time only, and never creates a hash."""
+    flag = FlagEmittedScript(status_key=message_keys("m1").status)
+    assert store.scripts.run(flag) is False
+    assert not store.redis.exists(message_keys("m1").status)
+    _create(store)
+    assert store.scripts.run(flag) is True
+    assert store.scripts.run(flag) is False
+
+
+def test_stream_slots_answer_whether_a_slot_was_taken(store: MessageStore):
+    """The acquire script takes slots up to the limit; past it the caller gets a 429."""
+    slots = StreamSlots(store.redis, limit=1, lease_seconds=30)
+    held = slots.acquire("t")
+    assert held is not None
+    with pytest.raises(TooManyStreams):
+        slots.acquire("t")
+    held.release()
+    assert slots.acquire("t") is not None
