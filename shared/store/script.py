@@ -100,6 +100,12 @@ class ScriptCall(Generic[R]):
         return [f for f in dataclasses.fields(cls) if _part(f) in parts]
 
     @classmethod
+    @cache
+    def _names(cls, part: Part) -> tuple[str, ...]:
+        """The names of the fields of one kind, in order (cached: ``keys``/``args`` are hot)."""
+        return tuple(f.name for f in cls._fields(part))
+
+    @classmethod
     def header(cls) -> str:
         """The Lua that binds every key and argument to a local named as its field."""
         lines: list[str] = []
@@ -141,24 +147,25 @@ class ScriptCall(Generic[R]):
 
     def keys(self) -> list[str]:
         """``KEYS``: the required keys, then the optional ones that are present."""
-        found = [getattr(self, f.name) for f in self._fields(Part.KEY)]
-        found.extend(k for f in self._fields(Part.OPTIONAL_KEY) if (k := getattr(self, f.name)) is not None)
+        names = self._names
+        found = [getattr(self, name) for name in names(Part.KEY)]
+        found.extend(k for name in names(Part.OPTIONAL_KEY) if (k := getattr(self, name)) is not None)
         return found
 
     def args(self) -> list[str | int | float]:
         """``ARGV``: the optional-key mask, the scalars, the pairs (count first), the tail."""
+        names = self._names
         out: list[str | int | float] = []
-        optional = self._fields(Part.OPTIONAL_KEY)
+        optional = names(Part.OPTIONAL_KEY)
         if optional:
-            out.append("".join("0" if getattr(self, f.name) is None else "1" for f in optional))
-        out.extend(getattr(self, f.name) for f in self._fields(Part.ARG))
-        for field in self._fields(Part.PAIRS):
-            values: FieldValues = getattr(self, field.name)
+            out.append("".join("0" if getattr(self, name) is None else "1" for name in optional))
+        out.extend([getattr(self, name) for name in names(Part.ARG)])
+        for name in names(Part.PAIRS):
+            values: FieldValues = getattr(self, name)
             out.append(len(values))
             out.extend(flatten(values))
-        for field in self._fields(Part.TAIL):
-            items: Sequence[str | int | float] = getattr(self, field.name)
-            out.extend(items)
+        for name in names(Part.TAIL):
+            out.extend(getattr(self, name))
         return out
 
     def parse(self, reply: Any) -> R:
