@@ -238,8 +238,9 @@ def _so_far(run: _Run, held: Sequence[ev.Event] = ()) -> StreamSoFar:
 
 def _finish_cancelled(run: _Run) -> Outcome:
     """The well-formed cancelled ending, whatever the run had written so far."""
-    run.blocks.take()  # nothing more reaches the stream after a cancel was seen
-    ending = ending_events(_so_far(run), Ending.cancelled())
+    # What the loop produced but did not hand over yet goes out before the close, so the ending
+    # matches the stream whatever was in flight when the cancel was seen.
+    ending = ending_events(_so_far(run, held=run.blocks.take()), Ending.cancelled())
     status = run.sink.finish(CANCELLED, ending, run.stats())
     return run.outcome(status or CANCELLED, "cancelled")
 

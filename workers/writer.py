@@ -15,7 +15,10 @@ loop waits for (an empty ``append``, ``finish``).
 
 What the loop relies on stays true: events reach the stream in the order they were produced;
 ``append`` answers the newest signal a write returned (a cancel is seen one write later);
-after a signal other than GO_ON nothing more is written; an empty ``append`` (the cancel
+after ``CANCEL_ASKED`` what was handed over is still written (the few batches the loop produced
+before it saw the signal), so the stream holds every block start the loop made and the
+cancelled ending closes exactly the block that is open; after ``GONE`` or a failed write
+nothing more is written; an empty ``append`` (the cancel
 probe of a waiting provider) waits for the writes before it and answers from Redis; and
 ``finish`` waits until every handed-over event is stored, then ends the message. A failed
 write is raised to the generation thread at its next ``append`` or ``finish``, which then
@@ -33,6 +36,8 @@ from shared import events as ev
 from shared.store import FieldValues, Signal
 from workers.generation import EventSink
 
+#: Signals after which nothing more is written (a cancel still writes what was handed over).
+_STOPPED = frozenset({Signal.GONE, Signal.FAILED})
 #: Delta kinds that coalescing merges, and the field holding their text.
 _MERGEABLE = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
 
@@ -70,7 +75,7 @@ class BackgroundWriter:
                 return self._signal
         with self._cond:
             self._raise_failure()
-            if self._signal != Signal.GO_ON:
+            if self._signal in _STOPPED:
                 return self._signal
             was_holdable = self._queued and self._holdable
             if not self._queued:
@@ -156,7 +161,7 @@ class BackgroundWriter:
                     self._signal = Signal.FAILED
                 elif self._signal == Signal.GO_ON:
                     self._signal = signal
-                if self._signal != Signal.GO_ON:
+                if self._signal in _STOPPED:
                     self._events, self._fields, self._queued = [], {}, False
                 self._cond.notify_all()
 

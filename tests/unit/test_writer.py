@@ -65,7 +65,9 @@ def test_batches_handed_over_during_a_write_go_out_together_in_order():
         assert sink.finished == ("completed", [ev.message_stop()])
 
 
-def test_a_cancel_signal_is_answered_and_nothing_more_is_written():
+def test_a_cancel_signal_is_answered_and_what_was_handed_over_is_still_written():
+    """A cancel stops the loop, not the writer: every batch handed over reaches the stream, in
+    order, so the loop's idea of the open block is the stream's."""
     sink = GatedSink(answers=[Signal.GO_ON, Signal.CANCEL_ASKED])
     with background_writer(sink) as writer:
         writer.append([_delta(0)])
@@ -77,9 +79,55 @@ def test_a_cancel_signal_is_answered_and_nothing_more_is_written():
                 break
             time.sleep(0.001)
         assert signal == Signal.CANCEL_ASKED
-        writer.append([_delta(999)])
-    assert _delta(999) not in sink.written
-    assert sink.written[:2] == [_delta(0), _delta(1)]
+        assert writer.append([_delta(999)]) == Signal.CANCEL_ASKED
+    assert sink.written == [_delta(n) for n in range(i + 1)] + [_delta(999)]
+
+
+def test_after_gone_nothing_more_is_written():
+    """A deleted message takes nothing more: what was queued is dropped, later appends refused."""
+    sink = GatedSink(answers=[Signal.GONE])
+    with background_writer(sink) as writer:
+        sink.gate.clear()
+        writer.append([_delta(0)])
+        assert sink.entered.wait(5)
+        writer.append([_delta(1)])
+        sink.gate.set()
+        deadline = time.monotonic() + 5
+        while writer.append([_delta(2)]) != Signal.GONE and time.monotonic() < deadline:
+            time.sleep(0.001)
+    assert sink.written == [_delta(0)]
+
+
+class _CancelBeforeTheBlock(GatedSink):
+    """A cancel flag set while the first write (``message_start``) is in flight: that write and
+    every later one answer CANCEL_ASKED (as the append script does), and it is slow, so the loop
+    hands over the first block's start and deltas meanwhile."""
+
+    def append(self, events, fields=None):
+        super().append(events, fields)
+        if len(self.calls) == 1:
+            time.sleep(0.05)
+        return Signal.CANCEL_ASKED
+
+
+def test_a_cancel_as_a_block_opens_still_ends_well_formed():
+    """Every content_block_stop the stream gets closes a block it started, whatever the writer
+    had in flight when the cancel was seen."""
+    sink = _CancelBeforeTheBlock()
+    with background_writer(sink) as writer:
+        provider = ScriptedProvider("scripted", text=" ".join(["word"] * 200), tokens_per_second=500)
+        outcome = run_generation("msg_1", REQUEST, provider, writer, max_tokens=200)
+    assert outcome.status == "cancelled"
+    assert sink.finished is not None
+    stream = sink.written + sink.finished[1]
+    opened: set[int] = set()
+    for event in stream:
+        if event["type"] == "content_block_start":
+            opened.add(event["index"])
+        elif event["type"] == "content_block_stop":
+            assert event["index"] in opened, stream
+            opened.discard(event["index"])
+    assert not opened and stream[-1]["type"] == "message_stop"
 
 
 def test_an_empty_append_waits_for_earlier_writes_and_asks_the_sink():
