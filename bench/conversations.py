@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from bench.common import Metric, Options, bench_stack, log
-from bench.traffic import sluice_async, worker_status
+from bench.targets import sluice_async, worker_status
 
 TOPICS = (
     "tides",

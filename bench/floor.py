@@ -19,7 +19,8 @@ from pathlib import Path
 
 from bench.common import Metric, Options, bench_stack, log, percentile, write_result
 from bench.submit import _open
-from deploy.stack import ROOT, free_port, http_ok, port_open, wait_for
+from deploy.probes import free_port, http_ok, port_open, wait_for
+from deploy.stack import ROOT
 
 RATE = 500
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from bench.common import WINDOWS_MS, Metric, Options, bench_stack, log, write_result
-from deploy.stack import free_port, http_ok, wait_for
+from deploy.probes import free_port, http_ok, wait_for
 
 PROMPT = "Write a long story about a lighthouse keeper and a storm."
 SEED = 7

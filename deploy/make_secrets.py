@@ -31,7 +31,7 @@ class SecretFile:
 
 
 def generate() -> list[SecretFile]:
-    """Fresh random secrets; the Redis password appears in Redis' file and in the URL's alike."""
+    """Fresh random secrets; one Redis password in Redis' file, the URL and Sentinel mode's file."""
     password = secrets.token_hex(24)
     return [
         # REDISCLI_AUTH: read by the Redis container's start script and by redis-cli (health checks).
@@ -41,6 +41,8 @@ def generate() -> list[SecretFile]:
             "sluice-redis-url",
             {"SLUICE_REDIS_URL": f"redis://:{password}@{REDIS_HOST}:6379/0"},
         ),
+        # Sentinel mode (docker-compose.sentinel.yml, k8s-sentinel): the nodes' and sentinels' password.
+        SecretFile("sentinel.env", "sluice-redis-sentinel", {"SLUICE_REDIS_PASSWORD": password}),
         SecretFile("api.env", "sluice-api-keys", {"SLUICE_API_KEYS": "sk-sluice-" + secrets.token_hex(24)}),
         # Flower reads FLOWER_<OPTION> variables: this is its --basic-auth, off the command line.
         SecretFile(
@@ -51,7 +53,7 @@ def generate() -> list[SecretFile]:
 
 def write(folder: Path, files: list[SecretFile], *, force: bool = False) -> list[Path]:
     """Write every file (owner-only); refuse if one exists, unless ``force`` (all or none, since
-    two of them share the Redis password)."""
+    three of them share the Redis password)."""
     paths = [folder / f.filename for f in files]
     existing = [p for p in paths if p.exists()]
     if existing and not force:

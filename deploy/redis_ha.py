@@ -13,7 +13,8 @@ from pathlib import Path
 
 import redis
 
-from deploy.stack import Process, Stack, free_port, port_open, wait_for
+from deploy.probes import free_port, port_open, wait_for
+from deploy.stack import Process, Stack
 
 #: The Sentinel name of the primary unless told otherwise (``SLUICE_REDIS_SENTINEL_MASTER``).
 MASTER_NAME = "sluice"

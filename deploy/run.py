@@ -12,8 +12,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.probes import free_port, port_open
 from deploy.redis_ha import start_topology
-from deploy.stack import ROOT, Stack, free_port, port_open
+from deploy.stack import ROOT, Stack
 from shared.celery_config import LOCAL_QUEUE, WEBHOOK_QUEUE
 from shared.models import ModelRegistry, RegistryError, load_registry
 from shared.settings import DeploySettings, SettingsError

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from shared.batches import BatchRequest
+from shared.batch_model import BatchRequest
 from shared.capabilities import load_request
 from shared.models import ModelRegistry
 from shared.schemas import BodyInvalid, problem

@@ -1,4 +1,4 @@
-"""The Lua scripts of Message Batches (``shared/batches.py`` wraps each in a method)."""
+"""The Lua scripts of Message Batches (``batches.py`` and ``batch_feed.py`` wrap each in a method)."""
 
 # Shared tail of the scripts that may complete a batch. KEYS[1] = meta, KEYS[4] = active set,
 # KEYS[5..] = every key of the batch; ARGV[1] = now (iso), ARGV[2] = retention, ARGV[3] = storage id.

@@ -3,8 +3,10 @@ what the worker could not constrain, or not cheaply, before anything is stored.
 
 - ``limits``: ``SchemaLimits`` and the cheap pre-pass (structure for every schema, repetitions
   for grammar-constrained ones), each problem with the keyword's path.
-- ``gbnf``: the converter (keyword sets and schema rewrites in ``vocabulary``, integer ranges
-  from ``ranges``, patterns from ``pattern``, GBNF spelling in ``text``).
+- ``gbnf``: the converter's walk over a schema (rule bookkeeping and size budget in ``rules``,
+  objects, arrays and strings in ``shapes``, keyword sets and schema rewrites in
+  ``vocabulary``, integer ranges from ``ranges``, patterns from ``pattern``, GBNF spelling
+  in ``text``).
 - ``errors``: ``GrammarError`` ⊃ ``SchemaTooCostly``, carrying the path inside the schema.
 """
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from deploy.stack import wait_for
+from deploy.probes import wait_for
 from tests.integration.stacks import ScriptedStack, hostname, scripted_stack, wait_workers
 
 pytestmark = pytest.mark.integration

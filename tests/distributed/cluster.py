@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import redis
 
-from deploy.stack import Process, Stack, wait_for
+from deploy.probes import wait_for
+from deploy.stack import Process, Stack
 from shared.keys import WORKERS, message_keys
 from tests.distributed.netns import Host, Network
 from tests.integration.helpers import TERMINAL

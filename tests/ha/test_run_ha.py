@@ -12,7 +12,8 @@ import time
 import httpx
 import pytest
 
-from deploy.stack import ROOT, free_port, port_open
+from deploy.probes import free_port, port_open
+from deploy.stack import ROOT
 from tests.reliability.conftest import MODELS_TOML
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

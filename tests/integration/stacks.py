@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import redis
 
-from deploy.stack import ROOT, Stack, wait_for
+from deploy.probes import wait_for
+from deploy.stack import ROOT, Stack
 
 #: A slow model on the local (prefork) queue and quick ones on both queues; no real model loads.
 SCRIPTED_MODELS = """

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deploy.stack import wait_for
+from deploy.probes import wait_for
 from shared.models import ModelSpec, RetryPolicy
 from tests.conftest import LiveStack
 from workers.providers.anthropic import AnthropicProvider
@@ -53,7 +53,7 @@ def test_an_upstream_400_is_reported_and_not_retried(live):
 
 def test_an_unreachable_upstream_is_unavailable():
     """Nobody listening: the SDK's connection error becomes UpstreamUnavailable after the retries."""
-    from deploy.stack import free_port
+    from deploy.probes import free_port
 
     with pytest.raises(UpstreamUnavailable):
         list(provider(f"http://127.0.0.1:{free_port()}").stream(REQUEST, 10))

@@ -14,7 +14,7 @@ import anthropic
 import httpx
 import pytest
 
-from deploy.stack import wait_for
+from deploy.probes import wait_for
 from shared.keys import broker_list
 from tests.integration.helpers import status
 from tests.integration.stacks import ScriptedStack, hostname, scripted_stack, wait_workers

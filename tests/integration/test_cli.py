@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from deploy.stack import free_port
+from deploy.probes import free_port
 from tests.integration.helpers import body, check_grammar, observe, submit, text_of, wait_status
 from tests.proxy import CutProxy
 from tests.sse import Frame

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.stack import free_port, wait_for
+from deploy.probes import free_port, wait_for
 from tests.integration.helpers import body, submit, wait_status
 from tests.integration.stacks import (
     SCRIPTED_MODELS,

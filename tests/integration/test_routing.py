@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from deploy.stack import Stack, free_port, wait_for
+from deploy.probes import free_port, wait_for
+from deploy.stack import Stack
 from tests.integration.helpers import observe, submit, text_of, wait_status
 
 

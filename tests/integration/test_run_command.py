@@ -11,7 +11,8 @@ import urllib.request
 
 import pytest
 
-from deploy.stack import ROOT, free_port, port_open
+from deploy.probes import free_port, port_open
+from deploy.stack import ROOT
 
 pytestmark = pytest.mark.integration
 

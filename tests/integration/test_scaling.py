@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from deploy.stack import free_port, free_port_pair
+from deploy.probes import free_port, free_port_pair
 from tests.integration.helpers import body, check_grammar, observe, status, submit, wait_status
 from tests.integration.stacks import (
     SCRIPTED_MODELS,

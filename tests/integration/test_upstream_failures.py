@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from deploy.stack import free_port, wait_for
+from deploy.probes import free_port, wait_for
 from shared.models import ModelSpec, RetryPolicy, Timeouts
 from tests.integration.faulty_upstream import AGENT_ARGUMENTS, WORDS, FaultyUpstream
 from workers.providers.base import (

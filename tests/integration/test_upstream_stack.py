@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from deploy.stack import Stack, free_port, wait_for
+from deploy.probes import free_port, wait_for
+from deploy.stack import Stack
 from tests.conftest import LiveStack
 from tests.integration.faulty_upstream import AGENT_ARGUMENTS, WORDS, FaultyUpstream
 from tests.integration.helpers import body, check_grammar, observe, status, submit, text_of, wait_status

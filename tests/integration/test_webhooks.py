@@ -14,7 +14,7 @@ import openai
 import pytest
 import standardwebhooks
 
-from deploy.stack import wait_for
+from deploy.probes import wait_for
 from tests.integration.helpers import body, submit
 from tests.integration.stacks import ScriptedStack, hostname, scripted_stack, wait_workers
 

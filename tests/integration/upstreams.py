@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.stack import Stack, free_port, http_ok, wait_for
+from deploy.probes import free_port, http_ok, wait_for
+from deploy.stack import Stack
 from tests.integration.faulty_upstream import FaultyUpstream
 
 #: The name the llama-cpp-python server answers to (``--model_alias``).

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from deploy.stack import Process, Stack, free_port
+from deploy.probes import free_port
+from deploy.stack import Process, Stack
 
 #: The scripted models every reliability stack serves: ``default`` streams slowly enough to
 #: be killed mid-way, ``fast`` as fast as it can.

@@ -22,7 +22,8 @@ from celery.worker.control import conf as conf_command
 
 from api.app import create_app
 from api.exposure import is_loopback, open_api_refusal
-from deploy.stack import ROOT, Stack, free_port, http_ok, port_open, wait_for
+from deploy.probes import free_port, http_ok, port_open, wait_for
+from deploy.stack import ROOT, Stack
 from shared.celery_config import celery_config
 from shared.keys import broker_list
 from shared.settings import Settings, load_settings

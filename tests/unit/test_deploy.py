@@ -29,7 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from deploy import make_secrets
-from deploy.stack import free_port, port_open, wait_for
+from deploy.probes import free_port, port_open, wait_for
 from shared.celery_config import LOCAL_QUEUE, UPSTREAM_QUEUE
 from shared.keys import broker_list
 from shared.models import parse_registry
@@ -295,7 +295,23 @@ def test_secrets_named_in_deploy_are_the_ones_make_secrets_writes():
     used = {ref for doc in manifests() for c in pod_containers(doc) for ref in secret_env(c).values()}
     triggers = by_kind("TriggerAuthentication")["sluice-redis"]["spec"]["secretTargetRef"]
     used |= {(t["name"], t["key"]) for t in triggers}
+    used |= {ref for path in (DEPLOY / "k8s-sentinel").glob("*.yaml") for ref in secret_refs(path)}
     assert used == produced
+
+
+def secret_refs(path: Path) -> set[tuple[str, str]]:
+    """Every ``secretKeyRef`` (Secret, key) anywhere in a YAML file (Sentinel mode's overlay)."""
+    found: set[tuple[str, str]] = set()
+    todo: list[Any] = list(yaml.safe_load_all(path.read_text()))
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if "secretKeyRef" in node:
+                found.add((node["secretKeyRef"]["name"], node["secretKeyRef"]["key"]))
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return found
     assert "SLUICE_REDIS_URL" not in by_kind("ConfigMap")["sluice-config"]["data"]
 
 

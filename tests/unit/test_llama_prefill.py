@@ -102,13 +102,13 @@ def test_no_prompt_batch_is_a_single_token(provider):
     tokens: a one-token batch takes another kernel path and would change the text of a seed."""
     provider.llm.n_tokens = 0
     tokens = provider.prompt_tokens(_request("Count to five."))
-    provider._prefill(tokens)
+    provider.kv.prefill(tokens)
     changed = [*tokens[:-1], tokens[-2]]
     calls: list[list[int]] = []
     real_eval = provider.llm.eval
     provider.llm.eval = lambda chunk: (calls.append(list(chunk)), real_eval(chunk))[1]
     try:
-        provider._prefill(changed)
+        provider.kv.prefill(changed)
     finally:
         provider.llm.eval = real_eval
     assert calls == [changed[-2:]]
