@@ -6,6 +6,10 @@ Exceptions::
     ├── NotFound             404 not_found_error (+ top-level "detail" the seed's clients read)
     ├── InvalidRequest       400 invalid_request_error, with optional [{loc, msg, type}]
     └── Overloaded           529 overloaded_error, with Retry-After
+
+Redis unreachable, timing out, loading, or demoted to a replica mid-failover (READONLY) on any
+route is a 503 ``api_error`` with ``Retry-After``, never a 500: the client retries (a stream
+with ``Last-Event-ID``) once the primary is back or promoted.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import redis
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -33,6 +38,13 @@ _TYPES_BY_STATUS = {
     503: "api_error",
     529: "overloaded_error",
 }
+
+
+#: Seconds a client waits before retrying when Redis is unavailable (a Sentinel failover takes
+#: a few seconds).
+UNAVAILABLE_RETRY_AFTER_SECONDS = 1
+#: Redis failures that mean "not now" rather than a bug.
+REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.ReadOnlyError)
 
 
 class ApiError(Exception):
@@ -77,6 +89,11 @@ class Overloaded(ApiError):
         super().__init__(529, message, headers={"Retry-After": str(retry_after)})
 
 
+def unavailable(message: str = "The message store is unavailable; try again.") -> ApiError:
+    """503 with ``Retry-After``: Redis cannot answer now (down, loading, mid-failover)."""
+    return ApiError(503, message, headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
+
+
 def error_response(error: ApiError) -> Response:
     """The envelope for ``error``."""
     body: dict[str, Any] = {
@@ -114,6 +131,13 @@ def register_error_handlers(app: Flask) -> None:
         status = error.code or 500
         kept = {k: v for k, v in error.get_headers() if k in ("Allow", "Retry-After", "WWW-Authenticate")}
         return error_response(ApiError(status, error.description or error.name, headers=kept))
+
+    @app.errorhandler(redis.RedisError)
+    def _redis(error: redis.RedisError) -> Response:
+        if not isinstance(error, REDIS_UNAVAILABLE):
+            return _bug(error)
+        log.warning("redis unavailable: %s", error)
+        return error_response(unavailable())
 
     @app.errorhandler(Exception)
     def _bug(error: Exception) -> Response:

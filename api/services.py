@@ -13,7 +13,7 @@ import redis
 from flask import current_app
 
 from api.auth import current_tenant, is_operator
-from api.errors import ApiError, InvalidRequest, NotFound, Overloaded
+from api.errors import ApiError, InvalidRequest, NotFound, Overloaded, unavailable
 from api.limits import RateLimited, StreamSlots
 from api.routing import holder_for, queue_to_holder
 from shared.batches import BatchStore
@@ -175,7 +175,7 @@ def submit(
         )
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         # Redis is the broker too; the message and its task are stored together or not at all.
-        raise ApiError(503, "The task queue is unavailable; try again.") from exc
+        raise unavailable("The task queue is unavailable; try again.") from exc
     except redis.exceptions.OutOfMemoryError as exc:  # type: ignore[attr-defined]  # (types-redis lacks it)
         # Redis at maxmemory with noeviction refuses the whole script: nothing stored or queued.
         raise Overloaded("Storage is full; try again later.", OVERLOADED_RETRY_AFTER_SECONDS) from exc
@@ -212,7 +212,7 @@ def spend_rate_token(svc: Services) -> None:
         tenant = current_tenant()
         wait = svc.store.take_rate_token(tenant, limits_of(svc.settings, tenant))
     except (redis.ConnectionError, redis.TimeoutError) as exc:
-        raise ApiError(503, "Redis is unavailable; try again.") from exc
+        raise unavailable("Redis is unavailable; try again.") from exc
     if wait:
         per_minute = svc.settings.rate_limit_per_minute
         raise RateLimited(f"Rate limit exceeded: {per_minute} requests per minute for this key.", wait)

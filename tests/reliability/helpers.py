@@ -79,6 +79,9 @@ class Watcher:
             try:
                 url = f"{api}/v1/messages/async/{self.message_id}/stream"
                 with httpx.stream("GET", url, headers=headers, timeout=30) as response:
+                    if response.status_code != 200:  # e.g. 503 while Redis fails over: retry
+                        time.sleep(0.2)
+                        continue
                     for frame in parse_lines(response.iter_lines()):
                         if frame.event == "ping":
                             continue
