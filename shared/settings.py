@@ -38,6 +38,9 @@ class Settings:
     # component finds the primary through them instead of ``redis_url``.
     redis_sentinels: str | None = None
     redis_sentinel_master: str = "sluice"
+    # The message store (statuses, requests, event streams, leases) on a Redis Cluster
+    # (``host:port,...`` seed nodes); the broker and the indexes stay on the Redis above.
+    store_cluster_nodes: str | None = None
     redis_password: str | None = field(default=None, repr=False)
     # After a message's terminal write, wait up to this long for a replica to acknowledge it
     # (Redis WAIT 1 <ms>; 0 = off). Bounds what a failover can lose of finished streams.
@@ -143,6 +146,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "redis_url": str,
     "redis_sentinels": parse_address_list,
     "redis_sentinel_master": parse_name,
+    "store_cluster_nodes": parse_address_list,
     "redis_password": parse_optional_str,
     "redis_wait_ms": parse_non_negative_int,
     "flower_port": parse_port,
