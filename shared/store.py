@@ -87,6 +87,7 @@ class MessageStore(StoreReads):
         if script_flags is None:
             script_flags = not type(client).__module__.startswith("fakeredis")
         self.redis = client
+        self.messages: Any = client
         self.retention_seconds = retention_seconds
         self.active_ttl_seconds = active_ttl_seconds
         self.stream_maxlen = stream_maxlen

@@ -14,30 +14,32 @@ from shared.records import CURSOR, InvalidCursor, StoredEvent, StreamCursor, Str
 
 
 class StoreReads:
-    """The reads of ``MessageStore``: one Redis client, no scripts."""
+    """The reads of ``MessageStore``, no scripts: a message's keys on ``messages``, the workers'
+    heartbeats on ``redis`` (the control Redis; the same client unless in Redis Cluster mode)."""
 
     redis: redis.Redis
+    messages: Any
 
     def all_events(self, message_id: str) -> list[StoredEvent]:
         """Every stored event of the message, oldest first."""
-        entries = self.redis.xrange(message_keys(message_id).events)
+        entries = self.messages.xrange(message_keys(message_id).events)
         return [stored_event(entry_id, data) for entry_id, data in entries]
 
     # -- reading -----------------------------------------------------------
 
     def get_status(self, message_id: str) -> dict[str, str] | None:
         """The status hash, or None when the message does not exist."""
-        status: dict[str, str] = self.redis.hgetall(message_keys(message_id).status)
+        status: dict[str, str] = self.messages.hgetall(message_keys(message_id).status)
         return status or None
 
     def get_field(self, message_id: str, name: str) -> str | None:
         """One field of the status hash."""
-        value: str | None = self.redis.hget(message_keys(message_id).status, name)
+        value: str | None = self.messages.hget(message_keys(message_id).status, name)
         return value
 
     def get_request(self, message_id: str) -> dict[str, Any] | None:
         """The stored request body."""
-        raw = self.redis.get(message_keys(message_id).request)
+        raw = self.messages.get(message_keys(message_id).request)
         return json.loads(raw) if raw else None
 
     def check_cursor(self, message_id: str, cursor: str) -> StreamCursor:
@@ -49,7 +51,7 @@ class StoreReads:
             raise InvalidCursor(f"malformed event id {cursor!r}; expected <ms>-<seq>")
         if cursor in ("0", "0-0"):
             return StreamCursor("0-0")
-        found = self.redis.xrange(message_keys(message_id).events, cursor, cursor, count=1)
+        found = self.messages.xrange(message_keys(message_id).events, cursor, cursor, count=1)
         if not found:
             raise InvalidCursor(f"event id {cursor!r} is not part of this stream")
         entry_id, data = found[0]
@@ -70,9 +72,9 @@ class StoreReads:
         the one created with that stamp, and raises ``StreamGone`` when it is not."""
         keys = message_keys(message_id)
         if epoch is None:
-            reply = self.redis.xread({keys.events: after}, count=count, block=block_ms)
+            reply = self.messages.xread({keys.events: after}, count=count, block=block_ms)
         else:
-            pipe = self.redis.pipeline(transaction=False)
+            pipe = self.messages.pipeline(transaction=False)
             pipe.xread({keys.events: after}, count=count, block=block_ms)
             pipe.hmget(keys.status, "status", "epoch")
             reply, (status, found) = pipe.execute()
@@ -85,13 +87,13 @@ class StoreReads:
 
     def is_current(self, message_id: str, epoch: str) -> bool:
         """True while the message exists and is the one created with ``epoch``."""
-        status, found = self.redis.hmget(message_keys(message_id).status, "status", "epoch")
+        status, found = self.messages.hmget(message_keys(message_id).status, "status", "epoch")
         return status is not None and (found or "") == epoch
 
     def ttls(self, message_id: str) -> dict[str, int]:
         """The TTL of each existing key of the message (-1 = none), for checks and tests."""
         keys = message_keys(message_id).all()
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self.messages.pipeline(transaction=False)
         for key in keys:
             pipe.ttl(key)
         return {key: ttl for key, ttl in zip(keys, pipe.execute(), strict=True) if ttl != -2}
