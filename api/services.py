@@ -13,6 +13,7 @@ import redis
 from flask import current_app
 
 from api.auth import current_tenant, is_operator
+from api.cluster_readers import ClusterHub
 from api.errors import ApiError, InvalidRequest, NotFound, Overloaded
 from api.hub import Hub, tail_client
 from api.limits import RateLimited, StreamSlots
@@ -33,8 +34,11 @@ from shared.store import (
     Limits,
     MessageStore,
 )
+from shared.store_cluster import store_for
 from shared.webhooks import WebhookStore
 
+#: A Redis Cluster failing over (a node lost, its slots not served yet): an outage, 503.
+CLUSTER_OUTAGES = (redis.exceptions.ClusterDownError, redis.exceptions.RedisClusterException)
 #: How long a cancel call waits for a running generation to reach its terminal state.
 CANCEL_WAIT_SECONDS = 5.0
 #: Retry-After of a 529 (queue full) and of a 429 for too many messages in flight.
@@ -66,15 +70,20 @@ def build_services(settings: Settings) -> Services:
     client = redis_client(
         settings, "sluice-api", max_connections=settings.api_redis_connections, retry_on_timeout=True
     )
-    store = MessageStore(
+    # With SLUICE_STORE_CLUSTER_NODES the message keys live on a Redis Cluster (``store.messages``)
+    # and the live tails read it with wakes instead of a multiplexed XREAD (api/cluster_readers.py).
+    store = store_for(
+        settings,
         client,
+        "sluice-api-store",
         retention_seconds=settings.retention_seconds,
         active_ttl_seconds=settings.active_ttl_seconds,
         stream_maxlen=settings.stream_maxlen,
     )
-    hub = Hub(
+    hub_class, tails = (ClusterHub, store.messages) if settings.store_cluster_nodes else (Hub, None)
+    hub = hub_class(
         store,
-        tail_client(settings, "sluice-api-tail"),
+        tails or tail_client(settings, "sluice-api-tail"),
         mailbox_events=settings.hub_mailbox_events,
         max_readers=settings.api_tail_connections,
     )
@@ -168,8 +177,9 @@ def submit(
         admission = svc.store.create(
             sid, body, fields, tenant=tenant, idempotency=idempotency, limits=limits, task=task
         )
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        # Redis is the broker too; the message and its task are stored together or not at all.
+    except (redis.ConnectionError, redis.TimeoutError, *CLUSTER_OUTAGES) as exc:
+        # Redis is the broker too; the message and its task are stored together or not at all
+        # (in Redis Cluster mode, a create cut short is finished or dropped: shared/store_cluster.py).
         raise ApiError(503, "The task queue is unavailable; try again.") from exc
     except redis.exceptions.OutOfMemoryError as exc:  # type: ignore[attr-defined]  # (types-redis lacks it)
         # Redis at maxmemory with noeviction refuses the whole script: nothing stored or queued.

@@ -87,7 +87,7 @@ class ClusterTopology:
 def start_cluster(
     stack: Stack, *, primaries: int = 3, replicas: int = 1, password: str | None = None
 ) -> ClusterTopology:
-    """Start ``primaries`` × (1 + ``replicas``) cluster nodes, join them, wait until every slot
+    """Start ``primaries * (1 + replicas)`` cluster nodes, join them, wait until every slot
     is served; set ``SLUICE_STORE_CLUSTER_NODES`` in the stack's env. One primary alone is a
     cluster too (all slots on it), for benchmarks."""
     server = shutil.which("redis-server") or "/usr/bin/redis-server"

@@ -49,7 +49,7 @@ class Outcomes:
         redis = self.store.redis
         if redis.hlen(webhook_endpoints(tenant)):
             flag = redis.register_script(_FLAG_EMITTED)
-            if flag(keys=[message_keys(message_sid).status]):
+            if flag(keys=[message_keys(message_sid).status], client=self.store.messages):
                 deliveries += self.hooks.emit(
                     tenant, MESSAGE_EVENTS[status["status"]], public_id(message_sid)
                 )

@@ -163,7 +163,12 @@ def cluster_client(
 
 
 def store_client(
-    settings: Settings, control: redis.Redis, name: str, *, max_connections: int | None = None, resend: bool = True
+    settings: Settings,
+    control: redis.Redis,
+    name: str,
+    *,
+    max_connections: int | None = None,
+    resend: bool = True,
 ) -> redis.Redis | RedisCluster:
     """Where the message store's per-message keys live: the cluster client with
     ``SLUICE_STORE_CLUSTER_NODES``, else ``control`` itself (one Redis for everything)."""

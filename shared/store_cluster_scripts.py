@@ -47,7 +47,9 @@ if quota > 0 then
   local stale = redis.call('ZRANGEBYSCORE', stored, '-inf', now, 'LIMIT', 0, 256)
   if #stale > 0 then
     local freed = 0
-    for _, each in ipairs(redis.call('HMGET', sizes, unpack(stale))) do freed = freed + (tonumber(each) or 0) end
+    for _, each in ipairs(redis.call('HMGET', sizes, unpack(stale))) do
+      freed = freed + (tonumber(each) or 0)
+    end
     redis.call('HDEL', sizes, unpack(stale))
     redis.call('ZREM', stored, unpack(stale))
     redis.call('HINCRBY', sizes, '#total', -freed)
@@ -91,7 +93,8 @@ return {'created', ''}
 # then the request and the status hash) | locked | the terminal status | gone.
 M_CLAIM = """
 local status_key, lock, request = KEYS[1], KEYS[2], KEYS[3]
-local now, worker, owner, lease_ms, max_resumes, pid = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local now, worker, owner, lease_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local max_resumes, pid = tonumber(ARGV[5]), ARGV[6]
 local status = redis.call('HGET', status_key, 'status')
 if not status then return {'gone'} end
 local outcome

@@ -18,6 +18,7 @@ from shared.keys import message_keys
 from shared.leases import Leases
 from shared.routing import STATEFUL_PROVIDERS
 from shared.store import CANCELLED, ERROR, TERMINAL_STATUSES, Claim, FieldValues, MessageStore
+from shared.store_cluster import leases_for
 from workers import affinity, metrics
 from workers.generation import Outcome, SinkUnavailable, resume_generation, run_generation
 from workers.providers.base import Resume
@@ -131,7 +132,7 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str, route: str = 
     ``route``: the private queue of the worker holding the conversation (``shared.routing``)."""
     store, settings = runtime.store, runtime.settings
     decision = affinity.wait_for_holder(store, message_id, route, worker, settings.route_wait_ms / 1000)
-    leases = Leases(store.redis, settings.lock_lease_seconds)
+    leases = leases_for(store, settings.lock_lease_seconds)
     owner = f"{worker}:{os.getpid()}:{secrets.token_hex(4)}"
     claim = _claim_retrying(
         lambda: store.claim(
@@ -151,7 +152,7 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str, route: str = 
     with holding_lease(leases, message_id, owner):
         if claim.outcome == "exhausted":
             state = resume_state(store.all_events(message_id))
-            if store.redis.exists(message_keys(message_id).cancel):  # a cancel asked for wins
+            if store.messages.exists(message_keys(message_id).cancel):  # a cancel asked for wins
                 return _end_cancelled(sink, state)
             return _give_up(sink, f"its worker was lost more than {settings.max_resumes} times", state)
         outcome = _run_claimed(runtime, sink, claim, worker)

@@ -47,7 +47,9 @@ class ClusterBed:
 
     def worker(self, name: str, *, pool: str = "prefork", concurrency: int = 1, **env: str) -> Process:
         """Start one more Celery worker."""
-        process = self.stack.start_worker(f"{name}-{os.getpid()}", pool=pool, concurrency=concurrency, env=env)
+        process = self.stack.start_worker(
+            f"{name}-{os.getpid()}", pool=pool, concurrency=concurrency, env=env
+        )
         self.workers.append(process)
         return process
 

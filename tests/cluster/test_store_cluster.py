@@ -72,7 +72,10 @@ def test_idempotent_repeat_gets_the_first_id_and_finishes_an_interrupted_create(
     assert first.outcome == "created"
     again = store.create(f"{tenant}/b", REQUEST, {}, tenant=tenant, idempotency=idem)
     assert (again.outcome, again.message_id) == ("idempotent", f"{tenant}/a")
-    assert store.create(f"{tenant}/c", REQUEST, {}, tenant=tenant, idempotency=(idem[0], "other")).outcome == "conflict"
+    assert (
+        store.create(f"{tenant}/c", REQUEST, {}, tenant=tenant, idempotency=(idem[0], "other")).outcome
+        == "conflict"
+    )
 
     idem2 = ("key-2", "body-2")
     original = store._write
@@ -118,7 +121,10 @@ def test_deleted_pending_message_is_gone_at_once_and_leaves_no_trace(bed, store)
     tenant = "a" * 32
     sid = f"{tenant}/m1"
     limits = Limits(max_stored_bytes=10_000)
-    assert store.create(sid, REQUEST, {}, tenant=tenant, idempotency=("k", "b"), limits=limits).outcome == "created"
+    assert (
+        store.create(sid, REQUEST, {}, tenant=tenant, idempotency=("k", "b"), limits=limits).outcome
+        == "created"
+    )
     assert bed.control.zscore(tenant_stored(tenant), sid) is not None
     assert store.delete(sid)
     assert [e.data for e in store.all_events(sid)] == [TOMBSTONE]
@@ -154,8 +160,13 @@ def test_reaper_requeues_lapsed_and_repairs_indexes(bed, store):
     store.create("ended", REQUEST, {})
     _claim(store, "ended")
     store._m_finish(  # the message half alone: the control half "crashed"
-        keys=[message_keys("ended").status, message_keys("ended").events, message_keys("ended").request,
-              message_keys("ended").cancel, message_keys("ended").lock],
+        keys=[
+            message_keys("ended").status,
+            message_keys("ended").events,
+            message_keys("ended").request,
+            message_keys("ended").cancel,
+            message_keys("ended").lock,
+        ],
         args=[60, 100, COMPLETED, "", "now", "", 0, message_keys("ended").wake],
     )
     bed.control.zadd(RUNNING, {"ended": time.time() - 1})
