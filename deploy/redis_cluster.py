@@ -71,13 +71,17 @@ class ClusterTopology:
         self.nodes[port].popen.wait(10)
 
     def wait_ok(self, timeout: float = 60) -> None:
-        """Until every live node reports ``cluster_state:ok`` (every slot served)."""
+        """Until every live node reports ``cluster_state:ok`` (every slot served) and every live
+        replica is in sync with its primary (so that it can take over)."""
 
         def ok() -> bool:
             for port, process in self.nodes.items():
                 if process.alive():
                     with self.node_client(port) as client:
                         if client.cluster("info")["cluster_state"] != "ok":
+                            return False
+                        replication = client.info("replication")
+                        if replication["role"] == "slave" and replication["master_link_status"] != "up":
                             return False
             return True
 
@@ -109,6 +113,8 @@ def start_cluster(
             "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
             "--save", "",
             "--appendonly", "no",
+            "--repl-diskless-sync-delay", "0",  # (a replica's first sync starts at once, not after 5 s)
+            "--cluster-replica-validity-factor", "0",  # (a replica may always take over)
             "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
         if password:
@@ -122,6 +128,8 @@ def start_cluster(
         subprocess.run(create, check=True, capture_output=True, timeout=60, env=env)
     else:
         _join_by_hand(topology, primaries)
+    if replicas:
+        wait_for(lambda: len(topology.primaries()) == primaries, 60, "the replicas to attach")
     topology.wait_ok()
     stack.env["SLUICE_STORE_CLUSTER_NODES"] = topology.addresses
     if password:
