@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from redis.client import PubSub
 from redis.exceptions import RedisClusterException
 
 from api.cursor import READ_COUNT
@@ -45,7 +44,7 @@ class _Wakes:
 
     def __init__(self, cluster: Any) -> None:
         self.cluster = cluster
-        self.pubsubs: dict[str, PubSub] = {}
+        self.pubsubs: dict[str, Any] = {}  # node name → its redis.client.PubSub (stubs lack ssubscribe)
         #: Subscribed channel → the node it is subscribed on.
         self.channels: dict[str, str] = {}
         self._inbox, self._outbox = socket.socketpair()
@@ -86,15 +85,15 @@ class _Wakes:
         woken: set[str] = set()
         broken = False
         for sock in ready:
-            name = sockets.get(sock)
-            if name is None:
+            node = sockets.get(sock)
+            if node is None:
                 continue
             try:
-                while (message := self.pubsubs[name].get_message(timeout=0)) is not None:
+                while (message := self.pubsubs[node].get_message(timeout=0)) is not None:
                     if message.get("type") == "smessage":
                         woken.add(message["channel"])
             except (redis.RedisError, OSError):
-                self._drop(name)
+                self._drop(node)
                 broken = True
         return None if broken else woken
 

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import MasterDownError, ReadOnlyError, ResponseError
 from redis.retry import Retry
@@ -157,7 +157,7 @@ def cluster_client(
     if max_connections is not None:
         options.update(max_connections=max_connections, connection_pool_class=redis.BlockingConnectionPool)
     retries = CLUSTER_RETRIES if resend else 0
-    retry = Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0) if resend else NoBackoff(), retries)
+    retry = Retry(ExponentialBackoff(base=0.1, cap=1.0) if resend else NoBackoff(), retries)
     nodes = [ClusterNode(host, port) for host, port in parse_addresses(settings.store_cluster_nodes)]
     return RedisCluster(startup_nodes=nodes, retry=retry, **options)
 
