@@ -1,0 +1,144 @@
+"""The message store on Redis Cluster: append and observer-read throughput with 1, 2 and 3 primaries.
+
+Same workload for each cluster size (no replicas; a control redis-server beside it):
+
+- **append**: ``CLIENTS`` client processes, each with its own ``ClusterMessageStore``, append one
+  text delta per call to its own ``STREAMS`` processing messages (ids spread over every slot),
+  the worker's own write path (the append script, its lease renewal and wake ``SPUBLISH``), sent
+  in cluster pipelines of ``PIPELINE`` calls (one round trip per node), as many workers would;
+- **observer reads**: the same processes read those streams as tail readers do after a wake
+  (``XREAD`` of the last ``READ_ENTRIES`` entries plus the status check), pipelined likewise.
+
+Figure: operations per second summed over the clients, for ``SECONDS`` each. On this 2-core box
+the clients and every primary share the two cores, so the figures show how far the store's
+work spreads over primaries here, not a multi-host cluster's ceiling (docs/SCALING.md).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from typing import Any
+
+from bench.common import VAR, Metric, Options, log, write_result
+from deploy.redis_cluster import start_cluster
+from deploy.stack import Stack
+from shared import events as ev
+from shared.keys import message_keys
+from shared.settings import Settings
+from shared.store_cluster import ClusterMessageStore, store_for
+
+#: Client processes (one per core).
+CLIENTS = 2
+#: Messages each client writes and reads.
+STREAMS = 64
+#: Calls per pipeline.
+PIPELINE = 64
+#: Entries an observer read returns (a wake's worth).
+READ_ENTRIES = 4
+#: Primaries measured.
+SIZES = (1, 2, 3)
+
+
+def _store(settings: Settings) -> ClusterMessageStore:
+    import redis
+
+    control = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    store = store_for(settings, control, "bench-cluster", retention_seconds=600, stream_maxlen=1000)
+    assert isinstance(store, ClusterMessageStore)
+    return store
+
+
+def _prepare(settings: Settings, client: int) -> list[str]:
+    """``STREAMS`` claimed messages of this client, with a few entries each."""
+    store = _store(settings)
+    ids = [f"msg_bench_{client}_{index}" for index in range(STREAMS)]
+    for message_id in ids:
+        store.create(message_id, {"model": "scripted"}, {"model": "scripted"})
+        store.claim(message_id, "bench", owner="bench", lease_ms=600_000, max_resumes=1)
+        store.append(message_id, [ev.text_delta(0, "x")] * READ_ENTRIES, owner="bench", lease_ms=600_000)
+    return ids
+
+
+def _client(settings: Settings, client: int, kind: str, seconds: float, start: Any, out: Any) -> None:
+    """Run ``kind`` (append | read) on this client's streams for ``seconds``; put ops done."""
+    store = _store(settings)
+    ids = [f"msg_bench_{client}_{index}" for index in range(STREAMS)]
+    delta = [ev.encode(ev.text_delta(0, "token "))]
+    start.wait()
+    done = 0
+    deadline = time.perf_counter() + seconds
+    position = 0
+    while time.perf_counter() < deadline:
+        pipe = store.messages.pipeline(transaction=False)
+        for _ in range(PIPELINE):
+            message_id = ids[position % STREAMS]
+            position += 1
+            keys = message_keys(message_id)
+            if kind == "append":
+                store._append(
+                    keys=[keys.status, keys.events, keys.cancel, keys.lock],
+                    args=[600, 1000, "bench", 600_000, 0, *delta, keys.wake],
+                    client=pipe,
+                )
+            else:
+                pipe.xrevrange(keys.events, count=READ_ENTRIES)
+                pipe.hmget(keys.status, "status", "epoch")
+        pipe.execute()
+        done += PIPELINE
+    out.put(done)
+
+
+def _measure(settings: Settings, kind: str, seconds: float) -> float:
+    """Operations per second of ``kind`` summed over ``CLIENTS`` processes."""
+    context = multiprocessing.get_context("fork")
+    start, out = context.Event(), context.Queue()
+    workers = [
+        context.Process(target=_client, args=(settings, index, kind, seconds, start, out))
+        for index in range(CLIENTS)
+    ]
+    for worker in workers:
+        worker.start()
+    time.sleep(0.5)  # (the processes import and connect before the clock starts)
+    start.set()
+    total = sum(out.get(timeout=seconds + 60) for _ in workers)
+    for worker in workers:
+        worker.join(10)
+    return total / seconds
+
+
+def run(options: Options) -> None:
+    """Measure each cluster size; write ``bench/results/cluster.json``."""
+    seconds = options.pick(3.0, 8.0)
+    metrics: dict[str, Metric] = {}
+    for size in SIZES:
+        metrics[f"append {size}"] = Metric(f"appends/s, {size} primar{'y' if size == 1 else 'ies'}", "ops/s")
+        metrics[f"read {size}"] = Metric(f"observer reads/s, {size} primar{'y' if size == 1 else 'ies'}", "ops/s")
+    for repeat in range(options.repeats):
+        for size in SIZES:
+            var = VAR / f"cluster-{size}-{os.getpid()}-{time.monotonic_ns()}"
+            stack = Stack(var)
+            try:
+                control = stack.start_redis(persistent=False)
+                topology = start_cluster(stack, primaries=size, replicas=0)
+                settings = Settings(redis_url=control, store_cluster_nodes=topology.addresses)
+                for client in range(CLIENTS):
+                    _prepare(settings, client)
+                for kind in ("append", "read"):
+                    value = _measure(settings, kind, seconds)
+                    metrics[f"{kind} {size}"].add(value)
+                    log(f"cluster repeat {repeat + 1}: {size} primaries, {kind}: {value:,.0f}/s")
+            finally:
+                stack.stop()
+    ratios = {}
+    for kind in ("append", "read"):
+        one, three = metrics[f"{kind} 1"].summary()["median"], metrics[f"{kind} 3"].summary()["median"]
+        ratios[f"{kind} 3/1"] = three / one if one else float("nan")
+    ratio_metrics = []
+    for name, value in ratios.items():
+        metric = Metric(f"{name} primaries throughput ratio", "x")
+        metric.add(value)
+        ratio_metrics.append(metric)
+    extra = {"clients": CLIENTS, "streams_per_client": STREAMS, "pipeline": PIPELINE, "seconds": seconds}
+    write_result("cluster", options, [*metrics.values(), *ratio_metrics], extra)
