@@ -14,12 +14,14 @@ import math
 import secrets
 import time
 from collections.abc import Iterator
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import redis
 
 from api.errors import ApiError
 from shared.keys import ANONYMOUS, tenant_streams
+from shared.store.script import ScriptCall, Scripts, key
 
 T = TypeVar("T")
 
@@ -43,15 +45,28 @@ class TooManyStreams(ApiError):
         )
 
 
-# KEYS: the tenant's streams set. ARGV: now, limit, lease end, token, key ttl.
-# Drops lapsed leases (an API process that died), then takes a slot if one is free.
-_ACQUIRE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
+@dataclass(frozen=True, kw_only=True)
+class AcquireScript(ScriptCall[bool]):
+    """Drop lapsed leases (an API process that died), then take a slot if one is free."""
+
+    streams_key: str = key()
+    now: float
+    limit: int
+    lease_end: float
+    token: str
+    key_ttl: int
+
+    BODY = """
+redis.call('ZREMRANGEBYSCORE', streams_key, '-inf', now)
+if redis.call('ZCARD', streams_key) >= limit then return 0 end
+redis.call('ZADD', streams_key, lease_end, token)
+redis.call('EXPIRE', streams_key, key_ttl)
 return 1
 """
+
+    def parse(self, reply: Any) -> bool:
+        """Whether a slot was taken."""
+        return bool(reply)
 
 
 class StreamSlot:
@@ -91,7 +106,7 @@ class StreamSlots:
         self._client = client
         self._limit = limit
         self._lease = lease_seconds
-        self._acquire = client.register_script(_ACQUIRE)
+        self._scripts = Scripts(client, (AcquireScript,), flags=True)
 
     def acquire(self, tenant: str) -> StreamSlot | None:
         """A slot for one more stream of ``tenant``; raises ``TooManyStreams`` when none is free.
@@ -100,7 +115,10 @@ class StreamSlots:
             return None
         key, token, now = tenant_streams(tenant), secrets.token_hex(8), time.time()
         ttl = math.ceil(self._lease * 2)
-        if not self._acquire(keys=[key], args=[now, self._limit, now + self._lease, token, ttl]):
+        call = AcquireScript(
+            streams_key=key, now=now, limit=self._limit, lease_end=now + self._lease, token=token, key_ttl=ttl
+        )
+        if not self._scripts.run(call):
             raise TooManyStreams(self._limit)
         return StreamSlot(self._client, key, token, self._lease)
 

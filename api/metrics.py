@@ -77,7 +77,7 @@ class _StatusCount:
 
 
 def _count_statuses(svc: Services) -> dict[str, int]:
-    counts = dict.fromkeys(STATUSES, 0)
+    counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
     batch: list[str] = []
     for key in svc.redis.scan_iter(match=STATUS_PATTERN, count=1000):
         batch.append(key)

@@ -63,7 +63,9 @@ def queue_to_holder(
     correlation: str,
 ) -> None:
     """Queue a second copy of the task to the holder's private queue (after the create: the
-    shared copy is the one that guarantees the message runs; this one only makes it run there)."""
+    shared copy is the one that guarantees the message runs; this one only makes it run there).
+    The same hand-built message as the create's (``shared.store.admission``, ``create``), pushed
+    by a plain LPUSH."""
     task = tasks.generate(message_id, queue, band, correlation, route=holder)
     try:
         client.lpush(broker_list(holder, band), task.payload)

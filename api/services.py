@@ -31,10 +31,11 @@ from shared.store import (
     CANCELLED,
     PROCESSING,
     Admission,
+    AdmissionOutcome,
     Limits,
     MessageStore,
 )
-from shared.store_cluster import store_for
+from shared.store.cluster import store_for
 from shared.webhooks import WebhookStore
 
 #: A Redis Cluster failing over (a node lost, its slots not served yet): an outage, 503.
@@ -179,12 +180,12 @@ def submit(
         )
     except (redis.ConnectionError, redis.TimeoutError, *CLUSTER_OUTAGES) as exc:
         # Redis is the broker too; the message and its task are stored together or not at all
-        # (in Redis Cluster mode, a create cut short is finished or dropped: shared/store_cluster.py).
+        # (in Redis Cluster mode, a create cut short is finished or dropped: shared/store/cluster.py).
         raise ApiError(503, "The task queue is unavailable; try again.") from exc
     except redis.exceptions.OutOfMemoryError as exc:  # type: ignore[attr-defined]  # (types-redis lacks it)
         # Redis at maxmemory with noeviction refuses the whole script: nothing stored or queued.
         raise Overloaded("Storage is full; try again later.", OVERLOADED_RETRY_AFTER_SECONDS) from exc
-    if admission.outcome != "created":
+    if admission.outcome is not AdmissionOutcome.CREATED:
         _refuse(admission, settings.rate_limit_per_minute)
     if holder:
         queue_to_holder(svc.redis, svc.tasks, sid, placement.queue, placement.band, holder, correlation_id)
@@ -225,24 +226,24 @@ def spend_rate_token(svc: Services) -> None:
 
 def _refuse(admission: Admission, rate_per_minute: int) -> None:
     """Raise the error for an admission that created nothing (an idempotent repeat passes)."""
-    if admission.outcome == "limited":
+    if admission.outcome is AdmissionOutcome.LIMITED:
         raise RateLimited(
             f"Rate limit exceeded: {rate_per_minute} requests per minute for this key.",
             admission.retry_after,
         )
-    if admission.outcome == "exists":
+    if admission.outcome is AdmissionOutcome.EXISTS:
         raise InvalidRequest(f"Message with message_id {public_id(admission.message_id)} already exists")
-    if admission.outcome == "conflict":
+    if admission.outcome is AdmissionOutcome.CONFLICT:
         raise ApiError(409, "This Idempotency-Key was already used with a different request body.")
-    if admission.outcome == "overloaded":
+    if admission.outcome is AdmissionOutcome.OVERLOADED:
         raise Overloaded("The queue is full; try again later.", OVERLOADED_RETRY_AFTER_SECONDS)
-    if admission.outcome == "quota":
+    if admission.outcome is AdmissionOutcome.QUOTA:
         raise RateLimited(
             "This key's stored messages are over its storage quota (SLUICE_MAX_STORED_BYTES_PER_KEY); "
             "delete messages or wait for them to expire.",
             QUOTA_RETRY_AFTER_SECONDS,
         )
-    if admission.outcome == "busy":
+    if admission.outcome is AdmissionOutcome.BUSY:
         raise RateLimited("Too many messages pending or running for this key.", BUSY_RETRY_AFTER_SECONDS)
 
 
@@ -263,7 +264,7 @@ def cancel(svc: Services, message_id: str) -> str:
     """Cancel a message and wait briefly for its terminal state; returns the status."""
     require_status(svc, message_id)
     sid = storage_id(message_id)
-    status = svc.store.cancel(sid)
+    status: str | None = svc.store.cancel(sid)
     if status is None:
         raise NotFound(message_id)
     deadline = time.monotonic() + CANCEL_WAIT_SECONDS

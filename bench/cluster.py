@@ -27,7 +27,7 @@ from deploy.stack import Stack
 from shared import events as ev
 from shared.keys import message_keys
 from shared.settings import Settings
-from shared.store_cluster import ClusterMessageStore, store_for
+from shared.store.cluster import ClusterMessageStore, store_for
 
 #: Client processes (one per core).
 CLIENTS = 2
@@ -114,7 +114,9 @@ def run(options: Options) -> None:
     metrics: dict[str, Metric] = {}
     for size in SIZES:
         metrics[f"append {size}"] = Metric(f"appends/s, {size} primar{'y' if size == 1 else 'ies'}", "ops/s")
-        metrics[f"read {size}"] = Metric(f"observer reads/s, {size} primar{'y' if size == 1 else 'ies'}", "ops/s")
+        metrics[f"read {size}"] = Metric(
+            f"observer reads/s, {size} primar{'y' if size == 1 else 'ies'}", "ops/s"
+        )
     for repeat in range(options.repeats):
         for size in SIZES:
             var = VAR / f"cluster-{size}-{os.getpid()}-{time.monotonic_ns()}"

@@ -8,6 +8,10 @@ builds the same string here, from a template prepared once per (queue, band), an
 the store's create script pushes it in the round trip that creates the message.
 Workers, Flower and events are plain Celery; ``tests/unit/test_broker.py`` compares
 this message with the one Celery's own ``send_task`` writes.
+
+The same task is also queued a second way: the reaper (``workers/reaper.py``) sends it with
+``send_task`` for a message whose worker died (no create to join there, and speed does not
+matter). Both must stay in sync: task name, its one argument, queue and band, layout.
 """
 
 from __future__ import annotations

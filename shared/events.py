@@ -136,13 +136,3 @@ def error(error_type: str, message: str) -> Event:
 def ping() -> Event:
     """Keep-alive; never stored."""
     return {"type": "ping"}
-
-
-def cancelled_ending(open_block: int | None, output_tokens: int) -> list[Event]:
-    """The well-formed end of a cancelled stream: close the open block, then stop."""
-    ending: list[Event] = []
-    if open_block is not None:
-        ending.append(content_block_stop(open_block))
-    ending.append(message_delta("cancelled", None, output_tokens))
-    ending.append(message_stop())
-    return ending

@@ -9,18 +9,31 @@ status hash's ``webhooks_emitted`` flag), so being called twice is harmless.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from shared.batch_results import result_line
 from shared.batches import BatchStore
 from shared.keys import message_keys, public_id, webhook_endpoints
 from shared.store import ANONYMOUS, TERMINAL_STATUSES, MessageStore
+from shared.store.script import ScriptCall, key
 from shared.webhooks import MESSAGE_EVENTS, EventType, WebhookStore
 
-# KEYS: status. Sets the flag on an existing hash only (never re-creates an expired one); 1 if set now.
-_FLAG_EMITTED = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-return redis.call('HSETNX', KEYS[1], 'webhooks_emitted', 1)
+
+@dataclass(frozen=True, kw_only=True)
+class FlagEmittedScript(ScriptCall[bool]):
+    """Mark a message's webhook event as emitted, on an existing status hash only (never
+    re-creating an expired one); True when this call set the flag."""
+
+    status_key: str = key()
+
+    BODY = """
+if redis.call('EXISTS', status_key) == 0 then return 0 end
+return redis.call('HSETNX', status_key, 'webhooks_emitted', 1)
 """
+
+    def parse(self, reply: Any) -> bool:
+        """Whether the flag was set now."""
+        return bool(reply)
 
 
 @dataclass(frozen=True)
@@ -46,13 +59,9 @@ class Outcomes:
             return Ended()
         deliveries = 0
         tenant = status.get("tenant") or ANONYMOUS
-        redis = self.store.redis
-        if redis.hlen(webhook_endpoints(tenant)):
-            flag = redis.register_script(_FLAG_EMITTED)
-            if flag(keys=[message_keys(message_sid).status], client=self.store.messages):
-                deliveries += self.hooks.emit(
-                    tenant, MESSAGE_EVENTS[status["status"]], public_id(message_sid)
-                )
+        flag = FlagEmittedScript(status_key=message_keys(message_sid).status)
+        if self.store.redis.hlen(webhook_endpoints(tenant)) and self.store.message_scripts.run(flag):
+            deliveries += self.hooks.emit(tenant, MESSAGE_EVENTS[status["status"]], public_id(message_sid))
         batch_sid = status.get("batch_key")
         if batch_sid:
             kind, line = result_line(self.store, message_sid, status)

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from shared import events as ev
@@ -19,28 +20,74 @@ TOMBSTONE = '{"type":"sluice_deleted"}'
 TOMBSTONE_TTL_MS = 10_000
 
 
+class ClaimOutcome(StrEnum):
+    """What a claim found; the first three hold the message's lock for the claiming run."""
+
+    #: It was pending: the run starts it.
+    START = "start"
+    #: It was processing and its lock had lapsed (the worker is gone): the run resumes it.
+    RESUME = "resume"
+    #: As ``RESUME``, but over the resume limit: the run ends it.
+    EXHAUSTED = "exhausted"
+    #: A live worker holds it.
+    LOCKED = "locked"
+    #: Already ended (the terminal status).
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    ERROR = "error"
+    #: It does not exist (deleted or expired).
+    GONE = "gone"
+    #: Redis Cluster mode only: admitted (its task queued) but its message not written yet, its
+    #: create being between its two halves; ``ClusterMessageStore.claim`` tries again, then
+    #: drops the reservation and answers ``GONE``.
+    NOT_YET = "not_yet"
+
+
+#: The claim outcomes that hand the message to the claiming run.
+RUNS = frozenset({ClaimOutcome.START, ClaimOutcome.RESUME, ClaimOutcome.EXHAUSTED})
+
+
 @dataclass(frozen=True)
 class Claim:
     """What ``claim`` did, and for a run (``start``, ``resume``, ``exhausted``) what the worker
     needs next, read in the same round trip: the status hash after the claim and the request."""
 
-    outcome: str
+    outcome: ClaimOutcome
     status: dict[str, str] = field(default_factory=dict)
     request: dict[str, Any] | None = None
 
     @property
     def runs(self) -> bool:
-        return self.outcome in ("start", "resume", "exhausted")
+        """True when the claiming run holds the message now."""
+        return self.outcome in RUNS
+
+
+class AdmissionOutcome(StrEnum):
+    """What a create did."""
+
+    CREATED = "created"
+    #: A repeat of an Idempotency-Key call with the same body: the first call's message.
+    IDEMPOTENT = "idempotent"
+    #: The same Idempotency-Key with another body.
+    CONFLICT = "conflict"
+    #: The message id is taken.
+    EXISTS = "exists"
+    #: The pending queue is full.
+    OVERLOADED = "overloaded"
+    #: The tenant has too many messages pending or running.
+    BUSY = "busy"
+    #: The tenant's stored bytes are over its quota.
+    QUOTA = "quota"
+    #: The tenant's rate is spent (``retry_after``: seconds until its next token).
+    LIMITED = "limited"
 
 
 @dataclass(frozen=True)
 class Admission:
-    """What ``create`` did: ``created``, ``idempotent`` (``message_id`` is the first call's),
-    ``conflict`` (same Idempotency-Key, other body), ``exists``, ``overloaded``, ``busy``,
-    ``quota`` (the tenant's stored bytes) or ``limited`` (the tenant's rate; ``retry_after`` is
-    the seconds until its next token)."""
+    """What ``create`` did (see ``AdmissionOutcome``); for ``idempotent`` ``message_id`` is the
+    first call's."""
 
-    outcome: str
+    outcome: AdmissionOutcome
     message_id: str
     retry_after: float = 0.0
     #: The creation stamp of a message this call created (``""`` otherwise).

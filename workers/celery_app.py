@@ -17,7 +17,7 @@ from shared.logging import bind_message, clear_message, configure_logging
 from shared.models import load_registry
 from shared.routing import STATEFUL_PROVIDERS, private_queue
 from shared.settings import Settings, load_settings
-from shared.store_cluster import leases_for
+from shared.store.cluster import leases_for
 from workers import metrics
 from workers.feeder import Feeder, FeederThread
 from workers.reaper import requeue_lapsed

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from shared import events as ev
-from shared.store import CANCELLED, COMPLETED, ERROR, FieldValues
+from shared.ending import Ending, StreamSoFar, ending_events
+from shared.store import CANCELLED, COMPLETED, ERROR, FieldValues, Signal
 from workers.blocks import Blocks
 from workers.providers.base import (
     Cancelled,
@@ -33,8 +34,6 @@ from workers.providers.base import (
 )
 from workers.stops import StopScanner
 
-GO_ON, CANCEL_ASKED, GONE = 0, 1, -1
-
 
 class SinkUnavailable(Exception):
     """The sink cannot be reached (Redis is down or restarting). The run is abandoned as if
@@ -43,10 +42,10 @@ class SinkUnavailable(Exception):
 
 
 class EventSink(Protocol):
-    """Where a generation writes: ``append`` answers GO_ON, CANCEL_ASKED or GONE, and raises
+    """Where a generation writes: ``append`` answers a ``Signal`` (GO_ON, CANCEL_ASKED or GONE), and raises
     ``SinkUnavailable`` when the store cannot be reached."""
 
-    def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> int: ...
+    def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> Signal: ...
 
     def finish(
         self, status: str, events: Sequence[ev.Event], fields: FieldValues | None = None
@@ -115,7 +114,7 @@ class _Run:
             return True
         return False
 
-    def flush(self) -> int:
+    def flush(self) -> Signal:
         """Write what the last events produced; answers the sink's signal."""
         events = self.blocks.take()
         fields: dict[str, str | int | float] = {}
@@ -124,7 +123,7 @@ class _Run:
             fields["ttft_ms"] = self.ttft_ms
         if events:
             fields["output_tokens"] = self.output_tokens  # progress; a resumed run starts here
-        return self.sink.append(events, fields) if events or fields else GO_ON
+        return self.sink.append(events, fields) if events or fields else Signal.GO_ON
 
     def stats(self) -> dict[str, str | int | float]:
         elapsed = time.monotonic() - self.started_at
@@ -196,21 +195,21 @@ def resume_generation(
 
 def _guarded(run: _Run, stream: ProviderStream, *, resumed: bool) -> Outcome:
     sink = run.sink
-    signal = [GO_ON]
+    signal = [Signal.GO_ON]
 
     def probe() -> bool:
         """Polled by a provider while it waits: an empty append answers the cancel flag."""
         signal[0] = sink.append([], None)
-        return signal[0] != GO_ON
+        return signal[0] != Signal.GO_ON
 
     token = set_cancel_probe(probe)
     try:
         return _drive(run, stream, resumed)
     except Cancelled:
         stream.close()
-        if signal[0] == GONE:
+        if signal[0] == Signal.GONE:
             return run.outcome("deleted", None)
-        return _end_cancelled(run)
+        return _finish_cancelled(run)
     except SinkUnavailable:
         stream.close()
         raise
@@ -220,7 +219,7 @@ def _guarded(run: _Run, stream: ProviderStream, *, resumed: bool) -> Outcome:
         error_type = exc.error_type if isinstance(exc, ProviderError) else "api_error"
         sink.finish(
             ERROR,
-            [*_failed_ending(run), ev.error(error_type, message)],
+            _failed_ending(run, error_type, message),
             {"error_message": message, **run.stats()},
         )
         return run.outcome(ERROR, None, message)
@@ -229,25 +228,27 @@ def _guarded(run: _Run, stream: ProviderStream, *, resumed: bool) -> Outcome:
         stream.close()
 
 
-def _end_cancelled(run: _Run) -> Outcome:
+def _so_far(run: _Run, held: Sequence[ev.Event] = ()) -> StreamSoFar:
+    """What the run's stream holds now, for its early ending."""
+    open_block = run.blocks.index if run.blocks.kind is not None else None
+    return StreamSoFar(
+        run.message_id, run.model_hint, run.opened, open_block, run.input_tokens, run.output_tokens, held
+    )
+
+
+def _finish_cancelled(run: _Run) -> Outcome:
     """The well-formed cancelled ending, whatever the run had written so far."""
     run.blocks.take()  # nothing more reaches the stream after a cancel was seen
-    opening = [] if run.opened else [ev.message_start(run.message_id, run.model_hint, run.input_tokens)]
-    open_block = run.blocks.index if run.blocks.kind is not None else None
-    ending = [*opening, *ev.cancelled_ending(open_block, run.output_tokens)]
+    ending = ending_events(_so_far(run), Ending.cancelled())
     status = run.sink.finish(CANCELLED, ending, run.stats())
     return run.outcome(status or CANCELLED, "cancelled")
 
 
-def _failed_ending(run: _Run) -> list[ev.Event]:
-    """What must precede the ``error`` event so the stream stays well-formed: the
-    ``message_start`` if none was written, held deltas, and the close of an open block."""
-    ending = [] if run.opened else [ev.message_start(run.message_id, run.model_hint, run.input_tokens)]
-    ending.extend(run.blocks.take())
-    if run.blocks.kind is not None:
-        ending.append(ev.content_block_stop(run.blocks.index))
-        run.blocks.kind = None
-    return ending
+def _failed_ending(run: _Run, error_type: str, message: str) -> list[ev.Event]:
+    """The well-formed error ending: held deltas are written before the open block is closed."""
+    so_far = _so_far(run, held=run.blocks.take())
+    run.blocks.kind = None
+    return ending_events(so_far, Ending.error(error_type, message))
 
 
 def _drive(run: _Run, stream: ProviderStream, resumed: bool = False) -> Outcome:
@@ -258,18 +259,18 @@ def _drive(run: _Run, stream: ProviderStream, resumed: bool = False) -> Outcome:
     opening = [] if resumed else [ev.message_start(run.message_id, started.model, started.input_tokens)]
     signal = run.sink.append(opening, {"input_tokens": started.input_tokens, "model_ran": started.model})
     run.opened = True
-    for item in stream if signal == GO_ON else ():
+    for item in stream if signal == Signal.GO_ON else ():
         done = run.apply(item)
         if done:
             break
         signal = run.flush()
-        if signal != GO_ON:
+        if signal != Signal.GO_ON:
             break
     stream.close()
-    if signal == GONE:
+    if signal == Signal.GONE:
         return run.outcome("deleted", None)
-    if signal == CANCEL_ASKED:
-        return _end_cancelled(run)
+    if signal == Signal.CANCEL_ASKED:
+        return _finish_cancelled(run)
     if run.stop_sequence is None:
         run.blocks.text(run.scanner.flush(), 0)
     run.blocks.close()

@@ -14,11 +14,21 @@ from dataclasses import dataclass
 import redis
 
 from shared import events as ev
+from shared.ending import Ending, EndKind, StreamSoFar, ending_events
 from shared.keys import message_keys
 from shared.leases import Leases
 from shared.routing import STATEFUL_PROVIDERS
-from shared.store import CANCELLED, ERROR, TERMINAL_STATUSES, Claim, FieldValues, MessageStore
-from shared.store_cluster import leases_for
+from shared.store import (
+    CANCELLED,
+    ERROR,
+    TERMINAL_STATUSES,
+    Claim,
+    ClaimOutcome,
+    FieldValues,
+    MessageStore,
+    Signal,
+)
+from shared.store.cluster import leases_for
 from workers import affinity, metrics
 from workers.generation import Outcome, SinkUnavailable, resume_generation, run_generation
 from workers.providers.base import Resume
@@ -40,7 +50,7 @@ class BoundSink:
     #: ``SLUICE_REDIS_WAIT_MS``: how long the terminal write waits for a replica (0 = not at all).
     wait_ms: int = 0
 
-    def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> int:
+    def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> Signal:
         with _unavailable_as_sink_error():
             return self.store.append(
                 self.message_id, events, fields, owner=self.owner, lease_ms=self.lease_ms
@@ -62,7 +72,7 @@ class _FirstWriteHook:
     sink: BoundSink
     hook: Callable[[], None] | None
 
-    def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> int:
+    def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> Signal:
         if self.hook is not None:
             hook, self.hook = self.hook, None
             hook()
@@ -150,10 +160,10 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str, route: str = 
     affinity.record_decision(decision)
     sink = BoundSink(store, message_id, owner, leases.lease_ms, settings.redis_wait_ms)
     with holding_lease(leases, message_id, owner):
-        if claim.outcome == "exhausted":
+        if claim.outcome is ClaimOutcome.EXHAUSTED:
             state = resume_state(store.all_events(message_id))
             if store.messages.exists(message_keys(message_id).cancel):  # a cancel asked for wins
-                return _end_cancelled(sink, state)
+                return _end_abandoned(sink, state, Ending.cancelled())
             return _give_up(sink, f"its worker was lost more than {settings.max_resumes} times", state)
         outcome = _run_claimed(runtime, sink, claim, worker)
     log.info(
@@ -179,41 +189,40 @@ def after_run(runtime: Runtime, message_id: str, status: str) -> int:
         return 0
 
 
-def _end_cancelled(sink: BoundSink, state: ResumeState) -> str:
-    """End a message that was cancelled while its worker was gone."""
-    opening: list[ev.Event] = []
-    if not state.started:
-        model = sink.store.get_field(sink.message_id, "model") or "default"
-        opening.append(ev.message_start(sink.message_id, model, 0))
-    open_block = state.index if state.open_kind is not None else None
-    output_tokens = int(sink.store.get_field(sink.message_id, "output_tokens") or 0)
-    ending = [*opening, *ev.cancelled_ending(open_block, output_tokens)]
-    return sink.finish(CANCELLED, ending) or CANCELLED
+def _end_abandoned(sink: BoundSink, state: ResumeState, end: Ending) -> str:
+    """End a message whose run cannot go on (a cancel asked for while its worker was gone, or a
+    run that cannot be resumed) well-formed, after what ``state`` says the stream holds."""
+    status = sink.store.get_status(sink.message_id) or {}
+    so_far = StreamSoFar(
+        sink.message_id,
+        status.get("model") or "default",
+        state.started,
+        state.index if state.open_kind is not None else None,
+        output_tokens=int(status.get("output_tokens") or 0),
+    )
+    final = CANCELLED if end.kind is EndKind.CANCELLED else ERROR
+    fields = {"error_message": end.message} if end.kind is EndKind.ERROR else None
+    if end.kind is EndKind.ERROR:
+        log.warning("gave up", extra={"message_id": sink.message_id, "reason": end.message})
+    return sink.finish(final, ending_events(so_far, end), fields) or final
 
 
 def _give_up(sink: BoundSink, reason: str, state: ResumeState) -> str:
     """End a message whose run cannot go on with a well-formed ``error`` ending."""
-    message = f"Generation could not be completed: {reason}."
-    ending: list[ev.Event] = []
-    if not state.started:
-        model = sink.store.get_field(sink.message_id, "model") or "default"
-        ending.append(ev.message_start(sink.message_id, model, 0))
-    elif state.open_kind is not None:
-        ending.append(ev.content_block_stop(state.index))
-    ending.append(ev.error("api_error", message))
-    status = sink.finish(ERROR, ending, {"error_message": message})
-    log.warning("gave up", extra={"message_id": sink.message_id, "reason": reason})
-    return status or ERROR
+    return _end_abandoned(
+        sink, state, Ending.error("api_error", f"Generation could not be completed: {reason}.")
+    )
 
 
 def _run_claimed(runtime: Runtime, sink: BoundSink, claim: Claim, worker: str) -> Outcome:
     store, message_id = runtime.store, sink.message_id
-    status, request, resumed = claim.status, claim.request, claim.outcome == "resume"
+    status, request, resumed = claim.status, claim.request, claim.outcome is ClaimOutcome.RESUME
     spec = runtime.registry.resolve(status.get("model", "default"))
     if request is None or spec is None:
         reason = "request expired" if request is None else f"unknown model {status.get('model')!r}"
-        sink.finish(ERROR, [ev.error("api_error", reason)], {"error_message": reason})
-        return Outcome(ERROR, error_message=reason)
+        so_far = resume_state(store.all_events(message_id)) if resumed else ResumeState(started=False)
+        final = _end_abandoned(sink, so_far, Ending.error("api_error", reason))
+        return Outcome(final if final in TERMINAL_STATUSES else ERROR, error_message=reason)
     max_tokens = min(request.get("max_tokens") or spec.default_max_tokens, spec.max_output_tokens)
     provider = runtime.provider_for(spec)
     coalesce = runtime.settings.coalesce_ms / 1000

@@ -15,7 +15,7 @@ from shared.models import ModelRegistry, ModelSpec, load_registry
 from shared.outcomes import Outcomes
 from shared.settings import Settings
 from shared.store import MessageStore
-from shared.store_cluster import store_for
+from shared.store.cluster import store_for
 from shared.webhooks import WebhookStore
 from workers.providers.base import Provider
 from workers.providers.registry import build_provider

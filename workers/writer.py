@@ -30,11 +30,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from shared import events as ev
-from shared.store import FieldValues
-from workers.generation import GO_ON, EventSink
+from shared.store import FieldValues, Signal
+from workers.generation import EventSink
 
-#: The signal after a failed write: nothing more is handed over (the failure is raised instead).
-_FAILED = -2
 #: Delta kinds that coalescing merges, and the field holding their text.
 _MERGEABLE = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
 
@@ -56,23 +54,23 @@ class BackgroundWriter:
         self._urgent = False
         self._writing = False
         self._stopped = False
-        self._signal = GO_ON
+        self._signal = Signal.GO_ON
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="sluice-writer", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> int:
+    def append(self, events: Sequence[ev.Event], fields: FieldValues | None = None) -> Signal:
         if not events and not fields:
             self._drain()
             signal = self._sink.append([], None)
             with self._cond:
-                self._signal = signal if self._signal == GO_ON else self._signal
+                self._signal = signal if self._signal == Signal.GO_ON else self._signal
                 return self._signal
         with self._cond:
             self._raise_failure()
-            if self._signal != GO_ON:
+            if self._signal != Signal.GO_ON:
                 return self._signal
             was_holdable = self._queued and self._holdable
             if not self._queued:
@@ -143,7 +141,7 @@ class BackgroundWriter:
     def _run(self) -> None:
         while (batch := self._take()) is not None:
             events, fields = batch
-            signal, failure = GO_ON, None
+            signal, failure = Signal.GO_ON, None
             try:
                 signal = self._sink.append(events, fields)
             except Exception as exc:  # raised in the generation thread at its next call
@@ -155,10 +153,10 @@ class BackgroundWriter:
                 )
                 if failure is not None:
                     self._failure = failure
-                    self._signal = _FAILED
-                elif self._signal == GO_ON:
+                    self._signal = Signal.FAILED
+                elif self._signal == Signal.GO_ON:
                     self._signal = signal
-                if self._signal != GO_ON:
+                if self._signal != Signal.GO_ON:
                     self._events, self._fields, self._queued = [], {}, False
                 self._cond.notify_all()
 

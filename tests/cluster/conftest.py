@@ -12,7 +12,7 @@ import redis
 from deploy.redis_cluster import ClusterTopology, start_cluster
 from deploy.stack import Process, Stack
 from shared.settings import Settings
-from shared.store_cluster import ClusterMessageStore, store_for
+from shared.store.cluster import ClusterMessageStore, store_for
 from tests.reliability.conftest import MODELS_TOML
 
 

@@ -12,8 +12,9 @@ from shared import events as ev
 from shared.broker import TaskMessages
 from shared.keys import PENDING, RUNNING, message_keys, tenant_active, tenant_bytes, tenant_stored
 from shared.records import Limits
-from shared.store import CANCELLED, COMPLETED, PROCESSING, TOMBSTONE
-from shared.store_cluster import ClusterLeases, leases_for, tenant_of
+from shared.store import CANCELLED, COMPLETED, PROCESSING, TOMBSTONE, Signal
+from shared.store.cluster import ClusterLeases, leases_for, tenant_of
+from shared.store.cluster_scripts import MessageFinishScript
 
 pytestmark = [pytest.mark.integration]
 
@@ -46,7 +47,9 @@ def test_message_keys_live_on_the_cluster_and_indexes_on_the_control_redis(bed, 
     claim = _claim(store, "m1")
     assert claim.outcome == "start" and claim.request == REQUEST
     assert bed.control.zscore(PENDING, "m1") is None and bed.control.zscore(RUNNING, "m1") is not None
-    assert store.append("m1", [ev.message_start("m1", "default", 1)], owner="w", lease_ms=5000) == 0
+    assert (
+        store.append("m1", [ev.message_start("m1", "default", 1)], owner="w", lease_ms=5000) is Signal.GO_ON
+    )
     assert store.finish("m1", COMPLETED, [ev.message_stop()], owner="w") == COMPLETED
     assert [e.type for e in store.all_events("m1")] == ["message_start", "message_stop"]
     assert bed.control.zscore(RUNNING, "m1") is None
@@ -107,7 +110,7 @@ def test_claim_waits_for_a_message_not_written_yet(bed, store):
 
 def test_claim_drops_a_create_that_never_finished(bed, store, monkeypatch):
     """Admitted, never written: the claim gives up and releases the tenant's reservation."""
-    monkeypatch.setattr("shared.store_cluster.NOT_YET_SECONDS", 0.3)
+    monkeypatch.setattr("shared.store.cluster.NOT_YET_SECONDS", 0.3)
     store._write = lambda *a, **k: None
     store.create("m1", REQUEST, {})
     assert bed.control.zscore(tenant_active("anonymous"), "m1") is not None
@@ -145,7 +148,7 @@ def test_cancel_pending_and_processing(bed, store):
     store.create("m2", REQUEST, {})
     _claim(store, "m2")
     assert store.cancel("m2") == PROCESSING
-    assert store.append("m2", [ev.text_delta(0, "x")], owner="w", lease_ms=5000) == 1
+    assert store.append("m2", [ev.text_delta(0, "x")], owner="w", lease_ms=5000) is Signal.CANCEL_ASKED
 
 
 def test_reaper_requeues_lapsed_and_repairs_indexes(bed, store):
@@ -159,16 +162,20 @@ def test_reaper_requeues_lapsed_and_repairs_indexes(bed, store):
     bed.control.zadd(RUNNING, {"cut": time.time() - 1})  # listed as running, never claimed
     store.create("ended", REQUEST, {})
     _claim(store, "ended")
-    store._m_finish(  # the message half alone: the control half "crashed"
-        keys=[
-            message_keys("ended").status,
-            message_keys("ended").events,
-            message_keys("ended").request,
-            message_keys("ended").cancel,
-            message_keys("ended").lock,
-        ],
-        args=[60, 100, COMPLETED, "", "now", "", 0, message_keys("ended").wake],
+    keys = message_keys("ended")
+    finish = MessageFinishScript(  # the message half alone: the control half "crashed"
+        status_key=keys.status,
+        events_key=keys.events,
+        request_key=keys.request,
+        cancel_key=keys.cancel,
+        lock_key=keys.lock,
+        retention=60,
+        maxlen=100,
+        new_status=COMPLETED,
+        now_iso="now",
+        wake_channel=keys.wake,
     )
+    store.message_scripts.run(finish)
     bed.control.zadd(RUNNING, {"ended": time.time() - 1})
     time.sleep(0.15)
     due = {item.message_id: item for item in leases.due_for_requeue()}

@@ -10,22 +10,22 @@ import pytest
 from redis.crc import key_slot
 
 from shared import events as ev
-from shared import store_cluster_scripts as cs
 from shared.keys import message_keys, scoped_id
 from shared.store import COMPLETED
-from shared.store_cluster import ClusterLeases, ClusterMessageStore
+from shared.store import cluster_scripts as cs
+from shared.store.cluster import ClusterLeases, ClusterMessageStore
 
 IDS = ["m1", "msg_AbC-123_xyz", scoped_id("f" * 32, "order-42"), scoped_id("0" * 32, "a{b}c")]
 
 #: What the fake cluster answers each message-half script.
 REPLIES: dict[str, Any] = {
-    cs.M_CREATE: ["created", ""],
-    cs.M_CLAIM: ["start", "{}", "status", "processing"],
-    cs.APPEND: 0,
-    cs.M_FINISH: [COMPLETED, "", ""],
-    cs.M_DELETE: [1, "", ""],
-    cs.M_RENEW: 1,
-    cs.M_REAP_READ: ["completed", -2, "", "0"],
+    cs.MessageCreateScript.source(): ["created", ""],
+    cs.MessageClaimScript.source(): ["start", "{}", "status", "processing"],
+    cs.WakingAppendScript.source(): 0,
+    cs.MessageFinishScript.source(): [COMPLETED, "", ""],
+    cs.MessageDeleteScript.source(): ["pending", "", ""],
+    cs.MessageRenewScript.source(): 1,
+    cs.MessageReapReadScript.source(): ["completed", -2, "", "0"],
 }
 
 
@@ -74,7 +74,7 @@ def test_message_half_scripts_declare_only_keys_of_one_slot():
         store.delete(message_id)
         leases.renew(message_id, "o")
     sent = {source for source, _, _ in cluster.calls}
-    assert set(cs.MESSAGE_HALVES.values()) - {cs.M_REAP_READ} <= sent
+    assert {call.source() for call in cs.MESSAGE_SCRIPTS} - {cs.MessageReapReadScript.source()} <= sent
     for source, keys, args in cluster.calls:
         names = [*keys, *(arg for arg in args if isinstance(arg, str) and arg.endswith(":wake"))]
         assert len({_slot(name) for name in names}) == 1, (source[:40], names)
@@ -82,5 +82,5 @@ def test_message_half_scripts_declare_only_keys_of_one_slot():
 
 def test_message_half_scripts_name_no_key_of_their_own():
     """No message-half script builds a key name itself (it could land in another slot)."""
-    for name, source in cs.MESSAGE_HALVES.items():
-        assert "sluice:" not in source, name
+    for call in cs.MESSAGE_SCRIPTS:
+        assert "sluice:" not in call.source(), call.__name__

@@ -6,8 +6,9 @@ import time
 
 from shared import events as ev
 from shared.accumulator import accumulate
+from shared.store import Signal
 from tests.unit.test_generation import REQUEST, ListSink, provider
-from workers.generation import CANCEL_ASKED, Outcome, run_generation
+from workers.generation import Outcome, run_generation
 from workers.providers.base import Finished, Started, TextDelta
 from workers.providers.scripted import ScriptedProvider
 from workers.writer import background_writer, merge_deltas
@@ -70,7 +71,7 @@ def test_a_held_delta_is_written_when_its_window_ends_even_if_the_provider_pause
 
 def test_cancel_is_seen_while_coalescing():
     """A cancel reaches a coalescing loop on its next write and ends the stream well-formed."""
-    sink = ListSink(signal_after=3, signal=CANCEL_ASKED)
+    sink = ListSink(signal_after=3, signal=Signal.CANCEL_ASKED)
     outcome = _coalesced(sink, 0.005, provider(tokens_per_second=2000), 5000)
     assert outcome.status == "cancelled"
     assert outcome.output_tokens < 200

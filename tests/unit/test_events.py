@@ -58,14 +58,6 @@ def test_error_event_raises_stream_error():
     assert info.value.message == "busy"
 
 
-def test_cancelled_ending_closes_the_open_block():
-    """A cancel mid-block closes it before message_delta and message_stop."""
-    ending = ev.cancelled_ending(0, 5)
-    assert [e["type"] for e in ending] == ["content_block_stop", "message_delta", "message_stop"]
-    assert ending[1]["delta"]["stop_reason"] == "cancelled"
-    assert [e["type"] for e in ev.cancelled_ending(None, 0)] == ["message_delta", "message_stop"]
-
-
 def test_encode_is_compact_and_keeps_unicode():
     """Stored JSON has no spaces and non-ASCII text as is."""
     encoded = ev.encode(ev.text_delta(0, "é"))

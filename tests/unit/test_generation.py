@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from shared.accumulator import accumulate
 from shared.models import ModelSpec
-from workers.generation import CANCEL_ASKED, GO_ON, GONE, run_generation
+from shared.store import Signal
+from workers.generation import run_generation
 from workers.providers.scripted import ScriptedProvider
 
 REQUEST = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}
@@ -13,7 +14,7 @@ REQUEST = {"messages": [{"role": "user", "content": [{"type": "text", "text": "h
 class ListSink:
     """Collects events; answers a scripted signal after ``signal_after`` appends."""
 
-    def __init__(self, signal_after: int | None = None, signal: int = CANCEL_ASKED) -> None:
+    def __init__(self, signal_after: int | None = None, signal: Signal = Signal.CANCEL_ASKED) -> None:
         self.events: list[dict] = []
         self.fields: dict = {}
         self.status: str | None = None
@@ -27,7 +28,7 @@ class ListSink:
         self.appends += 1
         if self.signal_after is not None and self.appends > self.signal_after:
             return self.signal
-        return GO_ON
+        return Signal.GO_ON
 
     def finish(self, status, events, fields=None):
         self.events.extend(events)
@@ -96,7 +97,7 @@ def test_cancel_closes_the_block_and_stops():
 
 def test_deleted_message_stops_without_writing_more():
     """GONE from the sink stops the loop and finishes nothing."""
-    sink = ListSink(signal_after=2, signal=GONE)
+    sink = ListSink(signal_after=2, signal=Signal.GONE)
     outcome = run_generation("m", REQUEST, provider(), sink, max_tokens=1000)
     assert outcome.status == "deleted" and sink.status is None
 
@@ -209,6 +210,6 @@ def test_cancel_while_a_provider_waits_ends_cancelled_and_well_formed():
 
 def test_delete_while_a_provider_waits_stops_without_writing():
     """A deleted message stops a waiting provider and nothing more is written."""
-    sink = ListSink(signal_after=1, signal=GONE)
+    sink = ListSink(signal_after=1, signal=Signal.GONE)
     outcome = run_generation("m", REQUEST, WaitsForFirstToken(), sink, max_tokens=10)
     assert outcome.status == "deleted" and sink.status is None

@@ -10,7 +10,7 @@ from shared.keys import message_keys
 from shared.leases import Leases
 from shared.records import StoredEvent
 from shared.settings import Settings
-from shared.store import Limits
+from shared.store import Limits, Signal
 from tests.unit.test_generation import REQUEST, ListSink, provider
 from workers.generation import resume_generation
 from workers.providers.base import Resume
@@ -33,8 +33,8 @@ def test_lapsed_lock_lets_another_worker_resume_and_fences_the_old_one(store):
     assert _claim(store, "a", lease_ms=1) == "start"
     time.sleep(0.01)  # the 1 ms lease lapses
     assert _claim(store, "b") == "resume"
-    assert store.append("m1", [ev.text_delta(0, "x")], owner="a", lease_ms=1000) == -1
-    assert store.append("m1", [ev.text_delta(0, "x")], owner="b", lease_ms=1000) == 0
+    assert store.append("m1", [ev.text_delta(0, "x")], owner="a", lease_ms=1000) is Signal.GONE
+    assert store.append("m1", [ev.text_delta(0, "x")], owner="b", lease_ms=1000) is Signal.GO_ON
     assert store.finish("m1", "completed", [ev.message_stop()], owner="a") == "processing"
     assert store.finish("m1", "completed", [ev.message_stop()], owner="b") == "completed"
 

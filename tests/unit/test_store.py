@@ -13,6 +13,7 @@ from shared.store import (
     TOMBSTONE,
     TOMBSTONE_TTL_MS,
     Limits,
+    Signal,
 )
 
 
@@ -45,11 +46,11 @@ def test_claim_moves_pending_to_processing_once(store):
 def test_append_requires_processing_and_reports_cancel(store):
     """Appends are refused before the claim; a cancel flag is reported to the writer."""
     _create(store)
-    assert store.append("m1", [ev.message_start("m1", "d", 1)]) == -1
+    assert store.append("m1", [ev.message_start("m1", "d", 1)]) is Signal.GONE
     _claim(store, "m1", "w")
-    assert store.append("m1", [ev.message_start("m1", "d", 1)], {"input_tokens": 1}) == 0
+    assert store.append("m1", [ev.message_start("m1", "d", 1)], {"input_tokens": 1}) is Signal.GO_ON
     assert store.cancel("m1") == PROCESSING
-    assert store.append("m1", [ev.text_delta(0, "x")]) == 1
+    assert store.append("m1", [ev.text_delta(0, "x")]) is Signal.CANCEL_ASKED
     assert store.get_field("m1", "input_tokens") == "1"
 
 
@@ -123,7 +124,7 @@ def test_delete_removes_every_key(store):
     assert [item.data for item in store.all_events("m1")] == [TOMBSTONE]
     assert 0 < store.redis.pttl(message_keys("m1").events) <= TOMBSTONE_TTL_MS
     assert not store.delete("m1")
-    assert store.append("m1", [ev.text_delta(0, "x")]) == -1
+    assert store.append("m1", [ev.text_delta(0, "x")]) is Signal.GONE
 
 
 def test_every_key_has_a_ttl_and_finish_sets_retention(store):

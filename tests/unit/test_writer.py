@@ -8,8 +8,9 @@ import time
 import pytest
 
 from shared import events as ev
+from shared.store import Signal
 from tests.unit.test_generation import REQUEST
-from workers.generation import CANCEL_ASKED, GO_ON, SinkUnavailable, run_generation
+from workers.generation import SinkUnavailable, run_generation
 from workers.providers.scripted import ScriptedProvider
 from workers.writer import background_writer
 
@@ -33,7 +34,7 @@ class GatedSink:
             self.fail_next = False
             raise ConnectionError("redis went away")
         self.calls.append((list(events), dict(fields or {})))
-        return self.answers[len(self.calls) - 1] if len(self.calls) <= len(self.answers) else GO_ON
+        return self.answers[len(self.calls) - 1] if len(self.calls) <= len(self.answers) else Signal.GO_ON
 
     def finish(self, status, events, fields=None):
         self.finished = (status, list(events))
@@ -65,17 +66,17 @@ def test_batches_handed_over_during_a_write_go_out_together_in_order():
 
 
 def test_a_cancel_signal_is_answered_and_nothing_more_is_written():
-    sink = GatedSink(answers=[GO_ON, CANCEL_ASKED])
+    sink = GatedSink(answers=[Signal.GO_ON, Signal.CANCEL_ASKED])
     with background_writer(sink) as writer:
         writer.append([_delta(0)])
         writer.append([_delta(1)])
-        signal = GO_ON
+        signal = Signal.GO_ON
         for i in range(2, 200):
             signal = writer.append([_delta(i)])
-            if signal != GO_ON:
+            if signal != Signal.GO_ON:
                 break
             time.sleep(0.001)
-        assert signal == CANCEL_ASKED
+        assert signal == Signal.CANCEL_ASKED
         writer.append([_delta(999)])
     assert _delta(999) not in sink.written
     assert sink.written[:2] == [_delta(0), _delta(1)]
@@ -85,7 +86,7 @@ def test_an_empty_append_waits_for_earlier_writes_and_asks_the_sink():
     sink = GatedSink()
     with background_writer(sink) as writer:
         writer.append([_delta(0)])
-        assert writer.append([], None) == GO_ON
+        assert writer.append([], None) == Signal.GO_ON
         assert sink.calls[0][0] == [_delta(0)]
         assert sink.calls[-1] == ([], {})
 
