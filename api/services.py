@@ -13,9 +13,7 @@ import redis
 from flask import current_app
 
 from api.auth import current_tenant, is_operator
-from api.cluster_readers import ClusterHub
 from api.errors import ApiError, InvalidRequest, NotFound, Overloaded
-from api.hub import Hub, tail_client
 from api.limits import RateLimited, StreamSlots
 from api.routing import holder_for, queue_to_holder
 from shared.batches import BatchStore
@@ -36,6 +34,9 @@ from shared.store import (
     MessageStore,
 )
 from shared.store.cluster import store_for
+from shared.streams.cluster import ClusterStreamRuntime
+from shared.streams.runtime import StreamRuntime
+from shared.streams.tails import tail_client
 from shared.webhooks import WebhookStore
 
 #: A Redis Cluster failing over (a node lost, its slots not served yet): an outage, 503.
@@ -58,7 +59,8 @@ class Services:
     store: MessageStore
     registry: ModelRegistry
     tasks: TaskMessages
-    hub: Hub
+    #: Every read of a message stream (replay, cursor check, live tail): ``shared/streams``.
+    stream_runtime: StreamRuntime
     streams: StreamSlots
     batches: BatchStore
     outcomes: Outcomes
@@ -67,12 +69,12 @@ class Services:
 def build_services(settings: Settings) -> Services:
     """Clients for ``settings``; nothing connects until first used."""
     # A small blocking pool: thousands of observers share a few connections for their short
-    # commands (their live tails run on the hub's own connections, one per stream).
+    # commands (their live tails run on the stream runtime's own connections).
     client = redis_client(
         settings, "sluice-api", max_connections=settings.api_redis_connections, retry_on_timeout=True
     )
     # With SLUICE_STORE_CLUSTER_NODES the message keys live on a Redis Cluster (``store.messages``)
-    # and the live tails read it with wakes instead of a multiplexed XREAD (api/cluster_readers.py).
+    # and the live tails read it with wakes instead of a multiplexed XREAD (shared/streams/cluster.py).
     store = store_for(
         settings,
         client,
@@ -81,10 +83,16 @@ def build_services(settings: Settings) -> Services:
         active_ttl_seconds=settings.active_ttl_seconds,
         stream_maxlen=settings.stream_maxlen,
     )
-    hub_class, tails = (ClusterHub, store.messages) if settings.store_cluster_nodes else (Hub, None)
-    hub = hub_class(
-        store,
-        tails or tail_client(settings, "sluice-api-tail"),
+    # With SLUICE_STORE_CLUSTER_NODES the streams live on the cluster (``store.messages``) and the
+    # live tails are woken by sharded pub/sub instead of a multiplexed XREAD.
+    runtime_class, reads, tails = (
+        (ClusterStreamRuntime, store.messages, store.messages)
+        if settings.store_cluster_nodes
+        else (StreamRuntime, client, tail_client(settings, "sluice-api-tail"))
+    )
+    stream_runtime = runtime_class(
+        reads,
+        tails,
         mailbox_events=settings.hub_mailbox_events,
         max_readers=settings.api_tail_connections,
     )
@@ -93,7 +101,9 @@ def build_services(settings: Settings) -> Services:
     batches = BatchStore.for_settings(client, settings)
     outcomes = Outcomes(store, batches, WebhookStore(client))
     registry = load_registry(settings)
-    return Services(settings, client, store, registry, TaskMessages(), hub, slots, batches, outcomes)
+    return Services(
+        settings, client, store, registry, TaskMessages(), stream_runtime, slots, batches, outcomes
+    )
 
 
 def services() -> Services:

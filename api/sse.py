@@ -1,4 +1,5 @@
-"""Server-Sent Events: replay a message's stream from a cursor, then tail it live."""
+"""Server-Sent Events: the frames of what the stream runtime yields (``shared/streams``), and a
+non-blocking writer to the client socket the runtime's tail can push batches to."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
 
-from api.hub import Batch, Tick
 from shared import events as ev
-from shared.records import StoredEvent
+from shared.streams.contract import Batch, Chunk, StoredEvent, Tick
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -31,7 +31,7 @@ GONE_FRAME = (
 def frame(event: StoredEvent) -> bytes:
     """One stored event as an SSE frame; its data is sent exactly as stored.
 
-    Cached: the observers of one stream share the hub's event objects, so each frame is
+    Cached: the observers of one stream share the tail's event objects, so each frame is
     encoded once per process, not once per observer."""
     return f"id: {event.id}\nevent: {event.type}\ndata: {event.data}\n\n".encode()
 
@@ -44,7 +44,7 @@ def frames(events: Iterator[StoredEvent] | tuple[StoredEvent, ...] | list[Stored
 class SocketPusher:
     """Writes a batch's frames straight to the client socket of a gunicorn async worker.
 
-    The hub's tail calls ``push`` for every caught-up observer, so it must never block: the
+    The stream runtime's tail calls ``push`` for every caught-up observer, so it must never block: the
     socket is non-blocking (gevent), a batch that does not fit is kept in ``pending`` for the
     observer's own response iterator to ``flush``. The body framing is gunicorn's for HTTP/1.x:
     chunked for HTTP/1.1, raw bytes for HTTP/1.0 (Sluice runs gunicorn with its default HTTP
@@ -119,7 +119,7 @@ def client_gone(environ: dict[str, Any]) -> bool:
 
 
 def sse_body(
-    chunks: Iterator[list[StoredEvent] | Tick],
+    chunks: Iterator[Chunk | Tick],
     on_close: Callable[[bool], None] | None = None,
     pusher: SocketPusher | None = None,
 ) -> Iterator[bytes]:

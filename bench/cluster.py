@@ -6,8 +6,9 @@ Same workload for each cluster size (no replicas; a control redis-server beside 
   text delta per call to its own ``STREAMS`` processing messages (ids spread over every slot),
   the worker's own write path (the append script, its lease renewal and wake ``SPUBLISH``), sent
   in cluster pipelines of ``PIPELINE`` calls (one round trip per node), as many workers would;
-- **observer reads**: the same processes read those streams as tail readers do after a wake
-  (``XREAD`` of the last ``READ_ENTRIES`` entries plus the status check), pipelined likewise.
+- **observer reads**: the same processes read those streams as the cluster tail readers do
+  after a wake (``queue_tail_read``: ``XREAD`` of the stream's entries, ``READ_ENTRIES`` of them
+  here, plus the status check), pipelined likewise.
 
 Figure: operations per second summed over the clients, for ``SECONDS`` each. On this 2-core box
 the clients and every primary share the two cores, so the figures show how far the store's
@@ -28,6 +29,9 @@ from shared import events as ev
 from shared.keys import message_keys
 from shared.settings import Settings
 from shared.store.cluster import ClusterMessageStore, store_for
+from shared.store.cluster_scripts import WakingAppendScript
+from shared.streams.cluster import queue_tail_read
+from shared.streams.reads import StreamReads
 
 #: Client processes (one per core).
 CLIENTS = 2
@@ -61,11 +65,18 @@ def _prepare(settings: Settings, client: int) -> list[str]:
     return ids
 
 
+def _entry_before_last(store: ClusterMessageStore, message_id: str) -> str:
+    """The id after which a read returns the stream's last ``READ_ENTRIES`` entries (a wake's worth)."""
+    events = StreamReads(store.messages).replay(message_id)
+    return events[-READ_ENTRIES - 1].id if len(events) > READ_ENTRIES else "0-0"
+
+
 def _client(settings: Settings, client: int, kind: str, seconds: float, start: Any, out: Any) -> None:
     """Run ``kind`` (append | read) on this client's streams for ``seconds``; put ops done."""
     store = _store(settings)
     ids = [f"msg_bench_{client}_{index}" for index in range(STREAMS)]
     delta = [ev.encode(ev.text_delta(0, "token "))]
+    entry_before_last = {message_id: _entry_before_last(store, message_id) for message_id in ids}
     start.wait()
     done = 0
     deadline = time.perf_counter() + seconds
@@ -77,14 +88,21 @@ def _client(settings: Settings, client: int, kind: str, seconds: float, start: A
             position += 1
             keys = message_keys(message_id)
             if kind == "append":
-                store._append(
-                    keys=[keys.status, keys.events, keys.cancel, keys.lock],
-                    args=[600, 1000, "bench", 600_000, 0, *delta, keys.wake],
-                    client=pipe,
+                call = WakingAppendScript(
+                    status_key=keys.status,
+                    events_key=keys.events,
+                    cancel_key=keys.cancel,
+                    lock_key=keys.lock,
+                    ttl=600,
+                    maxlen=1000,
+                    owner="bench",
+                    lease_ms=600_000,
+                    events=delta,
+                    wake_channel=keys.wake,
                 )
+                store.message_scripts.send(call, client=pipe)
             else:
-                pipe.xrevrange(keys.events, count=READ_ENTRIES)
-                pipe.hmget(keys.status, "status", "epoch")
+                queue_tail_read(pipe, message_id, entry_before_last[message_id])
         pipe.execute()
         done += PIPELINE
     out.put(done)

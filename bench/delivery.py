@@ -23,6 +23,7 @@ from bench.client import frame_event, frame_id, host_port, text_seq
 from bench.common import Metric, Options, bench_stack, log, percentile, wait_until, write_result
 from shared import events as ev
 from shared.store import COMPLETED, MessageStore
+from shared.streams.reads import StreamReads
 
 START_MARK = b"event: content_block_start"
 
@@ -158,7 +159,7 @@ def delivery_round(
     reports = [r for _ in children for r in results.get(timeout=300)]
     for child in children:
         child.join(30)
-    stored = [item.id for item in store.read_events(message_id, "0-0", count=1_000_000)]
+    stored = [item.id for item in StreamReads(client).replay(message_id)]
     digest = hashlib.sha1(" ".join(stored).encode()).hexdigest()
     complete = all(d == digest and n == len(stored) for d, n, _ in reports)
     lags = [(seen[seq] - sent[seq]) * 1000 for _, _, seen in reports for seq in seen]

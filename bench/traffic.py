@@ -152,13 +152,16 @@ def segments(client: Any, timing: Timing, worker_ttft_ms: float) -> list[float]:
     """Where a Sluice TTFT went (ms), from the status hash and the stream's entry ids."""
     from datetime import datetime
 
-    keys = f"sluice:msg:{{{timing.message_id}}}"
-    created, started_iso = client.hmget(f"{keys}:status", "created_ts", "started_at")
+    from shared.keys import message_keys
+    from shared.streams.reads import StreamReads
+
+    status_key = message_keys(timing.message_id).status
+    created, started_iso = client.hmget(status_key, "created_ts", "started_at")
     claimed = datetime.fromisoformat(started_iso.replace("Z", "+00:00")).timestamp()
     first_stored = 0.0
-    for entry_id, fields in client.xrange(f"{keys}:events", count=20):
-        if '"content_block_delta"' in fields["d"][:40]:
-            first_stored = int(entry_id.split("-")[0]) / 1000
+    for event in StreamReads(client).replay(timing.message_id):
+        if event.type == "content_block_delta":
+            first_stored = int(event.id.split("-")[0]) / 1000
             break
     first_seen = timing.wall_started + (timing.first - timing.started)
     return [

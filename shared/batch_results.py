@@ -7,6 +7,7 @@ import json
 from shared.accumulator import StreamError, accumulate
 from shared.keys import public_id
 from shared.store import MessageStore
+from shared.streams.reads import StreamReads
 
 #: Result kinds, as the results file and ``request_counts`` name them.
 SUCCEEDED, ERRORED, CANCELED, EXPIRED = "succeeded", "errored", "canceled", "expired"
@@ -23,7 +24,7 @@ def result_line(store: MessageStore, message_sid: str, status: dict[str, str] | 
     if state == "error":
         return ERRORED, errored_line(status.get("error_message") or "generation failed")
     try:
-        message = accumulate(json.loads(e.data) for e in store.all_events(message_sid))
+        message = accumulate(json.loads(e.data) for e in StreamReads(store.messages).replay(message_sid))
     except StreamError as exc:
         return ERRORED, errored_line(exc.message, exc.error_type)
     message["id"] = public_id(message_sid)

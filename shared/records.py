@@ -1,23 +1,40 @@
-"""What the message store hands out: its results (claims, admissions), cursors and stored events."""
+"""What the message store hands out: its results (claims, admissions).
+
+The stream's own records (stored events, cursors, the tombstone) are defined by the stream
+contract, ``shared/streams/contract.py``, and re-exported here for the store's write side."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from shared import events as ev
+from shared.streams.contract import (
+    TOMBSTONE,
+    TOMBSTONE_TTL_MS,
+    InvalidCursor,
+    StoredEvent,
+    StreamCursor,
+    StreamGone,
+    epoch_of,
+    stored_event,
+)
 
-#: A resume cursor: ``0`` (from the start) or a stream entry id ``<ms>-<seq>``.
-CURSOR = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
-
-#: The entry a deleted message's stream is replaced by (never sent to an observer).
-TOMBSTONE = '{"type":"sluice_deleted"}'
-#: How long a tombstone stays: enough for every tail to wake, short enough to be no storage.
-TOMBSTONE_TTL_MS = 10_000
+__all__ = [
+    "TOMBSTONE",
+    "TOMBSTONE_TTL_MS",
+    "Admission",
+    "Claim",
+    "InvalidCursor",
+    "Limits",
+    "StoredEvent",
+    "StreamCursor",
+    "StreamGone",
+    "epoch_of",
+    "now_iso",
+    "stored_event",
+]
 
 
 class ClaimOutcome(StrEnum):
@@ -110,46 +127,6 @@ class Limits:
     max_stored_bytes: int = 0
 
 
-class InvalidCursor(ValueError):
-    """A stream cursor that is malformed or names no stored event."""
-
-
-class StreamGone(LookupError):
-    """The message a reader follows was deleted or expired (or its id now names a new message)."""
-
-
-@dataclass(frozen=True)
-class StreamCursor:
-    """Where an observer starts: after ``after``; ``ended`` when that is the terminal event."""
-
-    after: str
-    ended: bool = False
-
-
-def epoch_of(status: Mapping[str, str]) -> str:
-    """The creation stamp of a message's status hash (``""`` for messages stored before stamps).
-
-    A message id can be deleted and created again; readers bind to the stamp, not the id, so
-    what they follow is always the message they started with."""
-    return status.get("epoch", "")
-
-
-@dataclass(frozen=True)
-class StoredEvent:
-    """One event as stored: its stream position, its type and its JSON data."""
-
-    id: str
-    type: str
-    data: str
-
-
 def now_iso() -> str:
     """The current time as ISO-8601 UTC with ``Z``."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def stored_event(entry_id: str, fields: dict[str, str]) -> StoredEvent:
-    """A stream entry as a ``StoredEvent``: one field ``d``, the event's JSON, whose type is read
-    from its fixed prefix (storing the type again would cost ~20 bytes an entry)."""
-    data = fields["d"]
-    return StoredEvent(entry_id, ev.type_of(data), data)

@@ -6,7 +6,10 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shared.records import StoredEvent
+import redis
+
+from shared.streams.contract import StoredEvent
+from shared.streams.reads import StreamReads
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,11 @@ class ResumeState:
     open_kind: str | None = None
     resumable: bool = True
     reason: str = ""
+
+
+def stored_resume_state(client: redis.Redis, message_id: str) -> ResumeState:
+    """The position of the message's stream as stored now (a replay through the stream runtime)."""
+    return resume_state(StreamReads(client).replay(message_id))
 
 
 def resume_state(events: Sequence[StoredEvent]) -> ResumeState:

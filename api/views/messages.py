@@ -11,7 +11,6 @@ from flask import Response, g, jsonify, request
 from api.auth import current_tenant
 from api.body import json_body
 from api.errors import InvalidRequest, NotFound
-from api.hub import Tick
 from api.limits import holding
 from api.services import (
     Services,
@@ -27,8 +26,8 @@ from shared.accumulator import Accumulator
 from shared.capabilities import load_request
 from shared.grammar import SchemaLimits
 from shared.models import ModelSpec
-from shared.records import InvalidCursor, StoredEvent, StreamCursor, epoch_of
 from shared.schemas import check_message_id
+from shared.streams.contract import START, InvalidCursor, StoredEvent, StreamCursor, Tick, epoch_of
 
 #: How often the synchronous endpoint looks for a vanished client while waiting.
 SYNC_POLL_SECONDS = 1.0
@@ -70,9 +69,9 @@ def create_async() -> Response:
 def _cursor(svc: Services, message_id: str) -> StreamCursor:
     raw = request.headers.get("Last-Event-ID") or request.args.get("after")
     if raw is None:
-        return StreamCursor("0-0")
+        return StreamCursor(START)
     try:
-        return svc.store.check_cursor(message_id, raw.strip())
+        return svc.stream_runtime.check_cursor(message_id, raw)
     except InvalidCursor as exc:
         raise InvalidRequest(
             str(exc), [{"loc": ["cursor"], "msg": str(exc), "type": "value_error"}]
@@ -89,7 +88,7 @@ def stream(message_id: str) -> Response:
         return Response(b"", mimetype="text/event-stream", headers=SSE_HEADERS)
     slot = svc.streams.acquire(current_tenant())  # 429 when the key holds its maximum
     pusher = SocketPusher.for_environ(request.environ)
-    chunks = svc.hub.follow_chunks(
+    chunks = svc.stream_runtime.follow_chunks(
         sid,
         cursor.after,
         idle_seconds=svc.settings.ping_interval_seconds,
@@ -143,14 +142,14 @@ def create_sync() -> Response:
 
     if body.get("stream"):
         pusher = SocketPusher.for_environ(environ)
-        chunks = svc.hub.follow_chunks(
-            sid, "0-0", idle_seconds=svc.settings.ping_interval_seconds, pusher=pusher, epoch=epoch
+        chunks = svc.stream_runtime.follow_chunks(
+            sid, START, idle_seconds=svc.settings.ping_interval_seconds, pusher=pusher, epoch=epoch
         )
         return Response(sse_body(chunks, on_close, pusher), mimetype="text/event-stream", headers=SSE_HEADERS)
     acc = Accumulator()
     finished = False
     try:
-        events = svc.hub.follow(sid, "0-0", idle_seconds=SYNC_POLL_SECONDS, epoch=epoch)
+        events = svc.stream_runtime.follow(sid, START, idle_seconds=SYNC_POLL_SECONDS, epoch=epoch)
         for item in _watching(events, environ, message_id):
             acc.feed(json.loads(item.data))
         finished = acc.done

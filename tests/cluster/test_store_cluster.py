@@ -15,6 +15,7 @@ from shared.records import Limits
 from shared.store import CANCELLED, COMPLETED, PROCESSING, TOMBSTONE, Signal
 from shared.store.cluster import ClusterLeases, leases_for, tenant_of
 from shared.store.cluster_scripts import MessageFinishScript
+from shared.streams.reads import StreamReads
 
 pytestmark = [pytest.mark.integration]
 
@@ -51,7 +52,7 @@ def test_message_keys_live_on_the_cluster_and_indexes_on_the_control_redis(bed, 
         store.append("m1", [ev.message_start("m1", "default", 1)], owner="w", lease_ms=5000) is Signal.GO_ON
     )
     assert store.finish("m1", COMPLETED, [ev.message_stop()], owner="w") == COMPLETED
-    assert [e.type for e in store.all_events("m1")] == ["message_start", "message_stop"]
+    assert [e.type for e in StreamReads(store.messages).replay("m1")] == ["message_start", "message_stop"]
     assert bed.control.zscore(RUNNING, "m1") is None
     assert bed.control.zscore(tenant_active("anonymous"), "m1") is None
     assert store.finish("m1", CANCELLED, []) == COMPLETED
@@ -130,7 +131,7 @@ def test_deleted_pending_message_is_gone_at_once_and_leaves_no_trace(bed, store)
     )
     assert bed.control.zscore(tenant_stored(tenant), sid) is not None
     assert store.delete(sid)
-    assert [e.data for e in store.all_events(sid)] == [TOMBSTONE]
+    assert [e.data for e in StreamReads(store.messages).replay(sid)] == [TOMBSTONE]
     for key in (PENDING, tenant_active(tenant), tenant_stored(tenant)):
         assert bed.control.zscore(key, sid) is None
     assert int(bed.control.hget(tenant_bytes(tenant), "#total") or 0) == 0

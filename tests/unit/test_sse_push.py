@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from api.hub import Batch, Tick
 from api.sse import GONE_FRAME, PING_FRAME, SocketPusher, frame, frames, sse_body
 from shared.records import StoredEvent
+from shared.streams.contract import Batch, Tick
 
 
 def event(number: int, kind: str = "content_block_delta", size: int = 10) -> StoredEvent:

@@ -4,7 +4,6 @@ import pytest
 
 from shared import events as ev
 from shared.keys import message_keys, tenant_bytes, tenant_stored
-from shared.records import InvalidCursor, StreamCursor, StreamGone
 from shared.store import (
     CANCELLED,
     COMPLETED,
@@ -15,6 +14,8 @@ from shared.store import (
     Limits,
     Signal,
 )
+from shared.streams.contract import StreamGone
+from shared.streams.reads import StreamReads
 
 
 def _create(store, message_id="m1"):
@@ -61,7 +62,7 @@ def test_finish_is_terminal_and_never_changes(store):
     assert store.finish("m1", COMPLETED, [ev.message_stop()]) == COMPLETED
     assert store.finish("m1", CANCELLED, [ev.message_stop()]) == COMPLETED
     assert store.cancel("m1") == COMPLETED
-    events = store.read_events("m1", "0-0")
+    events = StreamReads(store.redis).replay("m1")
     assert [e.type for e in events] == ["message_stop"]
     assert store.get_status("m1")["event_count"] == "1"
 
@@ -70,45 +71,9 @@ def test_cancel_pending_writes_a_well_formed_cancelled_stream(store):
     """A pending message cancelled ends at once with start, cancelled delta and stop."""
     _create(store)
     assert store.cancel("m1") == CANCELLED
-    types = [e.type for e in store.read_events("m1", "0-0")]
+    types = [e.type for e in StreamReads(store.redis).replay("m1")]
     assert types == ["message_start", "message_delta", "message_stop"]
     assert _claim(store, "m1", "w") == CANCELLED
-
-
-def test_read_events_after_a_cursor_is_exclusive(store):
-    """Reading after an id gives exactly the later events."""
-    _create(store)
-    _claim(store, "m1", "w")
-    store.append("m1", [ev.message_start("m1", "d", 1), ev.text_delta(0, "a"), ev.text_delta(0, "b")])
-    everything = store.read_events("m1", "0-0")
-    assert len(everything) == 3
-    assert store.read_events("m1", everything[0].id) == everything[1:]
-    assert store.check_cursor("m1", everything[1].id) == StreamCursor(everything[1].id, ended=False)
-
-
-def test_a_cursor_at_the_terminal_event_is_ended(store):
-    """Resuming after message_stop has nothing to wait for: the cursor says so."""
-    _create(store)
-    _claim(store, "m1", "w")
-    store.append("m1", [ev.message_start("m1", "d", 1)])
-    store.finish("m1", COMPLETED, [ev.message_delta("end_turn", None, 1), ev.message_stop()])
-    last = store.all_events("m1")[-1]
-    assert store.check_cursor("m1", last.id) == StreamCursor(last.id, ended=True)
-    assert store.check_cursor("m1", "0") == StreamCursor("0-0", ended=False)
-
-
-@pytest.mark.parametrize("cursor", ["abc", "1-", "-1", "1-2-3", ""])
-def test_malformed_cursor_is_refused(store, cursor):
-    """A cursor that is not <ms>-<seq> raises."""
-    with pytest.raises(InvalidCursor):
-        store.check_cursor("m1", cursor)
-
-
-def test_unknown_cursor_is_refused(store):
-    """A well-formed cursor naming no stored event raises instead of skipping silently."""
-    _create(store)
-    with pytest.raises(InvalidCursor):
-        store.check_cursor("m1", "12345-0")
 
 
 def test_delete_removes_every_key(store):
@@ -119,9 +84,9 @@ def test_delete_removes_every_key(store):
     assert store.delete("m1")
     assert store.get_status("m1") is None and store.get_request("m1") is None
     with pytest.raises(StreamGone):
-        store.read_events("m1", "0-0", epoch="")
+        StreamReads(store.redis).read_after("m1", "0-0", epoch="")
     # What is left is the tombstone that wakes the tails, for a few seconds.
-    assert [item.data for item in store.all_events("m1")] == [TOMBSTONE]
+    assert [item.data for item in StreamReads(store.redis).replay("m1")] == [TOMBSTONE]
     assert 0 < store.redis.pttl(message_keys("m1").events) <= TOMBSTONE_TTL_MS
     assert not store.delete("m1")
     assert store.append("m1", [ev.text_delta(0, "x")]) is Signal.GONE

@@ -1,7 +1,7 @@
-"""The hub's readers in Redis Cluster mode: streams of many slots, woken by sharded pub/sub.
+"""The live tail in Redis Cluster mode: streams of many slots, woken by sharded pub/sub.
 
 In a cluster one ``XREAD`` may only name keys of one hash slot, and every message has a slot of
-its own, so the multiplexed ``XREAD BLOCK`` of ``api/readers.py`` cannot serve many streams. Here
+its own, so the multiplexed ``XREAD BLOCK`` of ``readers.py`` cannot serve many streams. Here
 each reader (still at most ``max_readers`` per process, each with its streams) instead:
 
 - subscribes (``SSUBSCRIBE``) to each of its streams' wake channels (``msg:{<sid>}:wake``, in the
@@ -31,11 +31,20 @@ from typing import Any
 import redis
 from redis.exceptions import RedisClusterException
 
-from api.cursor import READ_COUNT
-from api.hub import Hub
-from api.readers import TAIL_BLOCK_MS, Entries, TailReaders, _Reader, _Tail
 from shared.keys import message_keys
-from shared.store import MessageStore
+from shared.streams.contract import READ_COUNT, is_same_message
+from shared.streams.readers import TailReaders
+from shared.streams.reads import StreamReads
+from shared.streams.runtime import StreamRuntime
+from shared.streams.tails import TAIL_BLOCK_MS, Entries, Reader, Tail
+
+
+def queue_tail_read(pipe: Any, message_id: str, after: str) -> None:
+    """Add to ``pipe`` what a cluster reader reads of one woken stream: its entries after
+    ``after`` (non-blocking ``XREAD``) and its status check; two replies."""
+    keys = message_keys(message_id)
+    pipe.xread({keys.events: after}, count=READ_COUNT)
+    pipe.hmget(keys.status, "status", "epoch")
 
 
 class _Wakes:
@@ -114,14 +123,14 @@ class _Wakes:
 
 
 @dataclass(eq=False)
-class _ReaderState:
+class ReaderState:
     """What a cluster reader keeps between reads."""
 
     wakes: _Wakes
     #: Tails to read next (new, or woken).
-    dirty: set[_Tail] = field(default_factory=set)
+    dirty: set[Tail] = field(default_factory=set)
     #: Tails the reader already knows (the others are new: read at once).
-    known: set[_Tail] = field(default_factory=set)
+    known: set[Tail] = field(default_factory=set)
     #: When to read every tail regardless of wakes (monotonic seconds).
     full_at: float = 0.0
 
@@ -131,32 +140,32 @@ class ClusterTailReaders(TailReaders):
 
     def __init__(
         self,
-        store: MessageStore,
+        client: Any,
         tail_client: Any,
         *,
         mailbox_events: int = 1024,
         block_ms: int = TAIL_BLOCK_MS,
         max_readers: int = 8,
     ) -> None:
-        """``tail_client``: the cluster client (``store.messages``); no socket ever blocks on
-        it, so it needs no longer timeout."""
-        self.store = store
+        """``client`` and ``tail_client``: the cluster client (``store.messages``); no socket
+        ever blocks on it, so it needs no longer timeout."""
+        self.redis = client
         self.tail_client = tail_client
         self.mailbox_events = mailbox_events
         self.block_ms = block_ms
         self.max_readers = max_readers
-        self._tails: dict[tuple[str, str], _Tail] = {}
-        self._readers: list[_Reader] = []
+        self._tails: dict[tuple[str, str], Tail] = {}
+        self._readers: list[Reader] = []
         self._lock = threading.Lock()
-        self._states: dict[str, _ReaderState] = {}
+        self._states: dict[str, ReaderState] = {}
 
-    def _state(self, reader: _Reader) -> _ReaderState:
+    def _state(self, reader: Reader) -> ReaderState:
         state = self._states.get(reader.wake_key)
         if state is None:
-            state = self._states[reader.wake_key] = _ReaderState(_Wakes(self.tail_client))
+            state = self._states[reader.wake_key] = ReaderState(_Wakes(self.tail_client))
         return state
 
-    def _run_reader(self, reader: _Reader) -> None:
+    def _run_reader(self, reader: Reader) -> None:
         try:
             super()._run_reader(reader)
         finally:
@@ -164,7 +173,7 @@ class ClusterTailReaders(TailReaders):
             if state is not None:
                 state.wakes.close()
 
-    def _wake(self, reader: _Reader) -> None:
+    def _wake(self, reader: Reader) -> None:
         """A stream was added to ``reader``: its wait returns now."""
         self._state(reader).wakes.poke()
 
@@ -172,8 +181,8 @@ class ClusterTailReaders(TailReaders):
         """(Each reader closes its own connections when it ends.)"""
 
     def _read(
-        self, reader: _Reader, live: list[_Tail], positions: dict[str, str]
-    ) -> list[tuple[_Tail, Entries | None]]:
+        self, reader: Reader, live: list[Tail], positions: dict[str, str]
+    ) -> list[tuple[Tail, Entries | None]]:
         """Wait for a wake (or a new stream, or ``block_ms``), then read the woken streams."""
         try:
             return self._read_woken(self._state(reader), live, positions)
@@ -181,8 +190,8 @@ class ClusterTailReaders(TailReaders):
             raise redis.ConnectionError(str(exc)) from exc
 
     def _read_woken(
-        self, state: _ReaderState, live: list[_Tail], positions: dict[str, str]
-    ) -> list[tuple[_Tail, Entries | None]]:
+        self, state: ReaderState, live: list[Tail], positions: dict[str, str]
+    ) -> list[tuple[Tail, Entries | None]]:
         by_channel = {message_keys(tail.stream[0]).wake: tail for tail in live}
         state.known &= set(live)
         state.dirty &= set(live)
@@ -204,22 +213,37 @@ class ClusterTailReaders(TailReaders):
         reading = list(state.dirty)
         pipe = self.tail_client.pipeline(transaction=False)
         for tail in reading:
-            pipe.xread({tail.key: positions.get(tail.key, tail.last)}, count=READ_COUNT)
-            pipe.hmget(tail.status_key, "status", "epoch")
+            queue_tail_read(pipe, tail.stream[0], positions.get(tail.key, tail.last))
         replies = pipe.execute()
         state.dirty.clear()
-        found: list[tuple[_Tail, Entries | None]] = []
+        found: list[tuple[Tail, Entries | None]] = []
         for index, tail in enumerate(reading):
             read, (status, epoch) = replies[2 * index], replies[2 * index + 1]
             entries = read[0][1] if read else []
             if len(entries) == READ_COUNT:
                 state.dirty.add(tail)  # more to read: next round, without waiting
-            if status is None or (epoch or "") != tail.epoch:
+            if not is_same_message(status, epoch, tail.epoch):
                 found.append((tail, None))
             elif entries:
                 found.append((tail, entries))
         return found
 
 
-class ClusterHub(ClusterTailReaders, Hub):
-    """The fan-out hub (``api/hub.py``) over cluster readers."""
+class ClusterStreamRuntime(StreamRuntime):
+    """``StreamRuntime`` over a Redis Cluster: the same replay, gap fill and observers, its live
+    tail read by ``ClusterTailReaders``."""
+
+    def __init__(
+        self,
+        client: Any,
+        tail_client: Any,
+        *,
+        mailbox_events: int = 1024,
+        block_ms: int = TAIL_BLOCK_MS,
+        max_readers: int = 8,
+    ) -> None:
+        """``client`` and ``tail_client``: the cluster client (``store.messages``)."""
+        StreamReads.__init__(self, client)
+        self.tails = ClusterTailReaders(
+            client, tail_client, mailbox_events=mailbox_events, block_ms=block_ms, max_readers=max_readers
+        )

@@ -1,12 +1,12 @@
-"""The hub's readers: a few blocking Redis reads per API process, each feeding its streams' observers.
+"""The live tail: a few blocking Redis reads per API process, each feeding its streams' observers.
 
 The first observer of a stream gives it a *tail* (its position and its observers), and a
-*reader* reads it: a thread (a greenlet under gunicorn's gevent workers) with ``XREAD BLOCK``
-on a connection of its own. Up to ``max_readers`` streams get a reader each; past it, streams
-share the least busy reader, one ``XREAD`` for all of its streams, woken through a wake key of
-its own when a stream is added. Every batch is checked against the message's creation stamp
-before it goes out; a delete's tombstone wakes the readers of the stream, which then end its
-observers with ``Wake.GONE``.
+*reader* reads it: a thread (a greenlet under gunicorn's gevent workers, which patch
+``threading``) with ``XREAD BLOCK`` on a connection of its own. Up to ``max_readers`` streams get
+a reader each; past it, streams share the least busy reader, one ``XREAD`` for all of its
+streams, woken through a wake key of its own when a stream is added. Every batch is checked
+against the message's creation stamp before it goes out; a delete's tombstone wakes the readers
+of the stream, which then end its observers with ``Wake.GONE``.
 """
 
 from __future__ import annotations
@@ -14,69 +14,26 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
 
 import redis
 
-from api.cursor import READ_COUNT
-from api.mailbox import Batch, Mailbox, Pusher, parse_id
 from shared import events as ev
 from shared.keys import hub_wake, message_keys
-from shared.records import stored_event
-from shared.redis_client import redis_client
-from shared.settings import Settings
-from shared.store import MessageStore
-
-#: How long one reader ``XREAD`` blocks; a reader whose streams all ended lingers at most this long.
-TAIL_BLOCK_MS = 2000
-#: Pause before a reader retries after a Redis error.
-RETRY_SECONDS = 0.5
-#: TTL of a reader's wake key (renewed by every wake).
-WAKE_TTL_SECONDS = 600
-
-Stream = tuple[str, str]
-Entries = list[tuple[str, dict[str, str]]]
-
-
-@dataclass(eq=False)
-class _Tail:
-    """One stream in this process: where its reader is, and who observes it."""
-
-    stream: Stream
-    key: str
-    #: The status hash, read with a batch to see that the message is still the same one.
-    status_key: str
-    last: str
-    #: Observers fed through their mailboxes.
-    mailboxes: set[Mailbox] = field(default_factory=set)
-    #: Caught-up observers the reader writes to directly (not in ``mailboxes`` meanwhile).
-    pushers: dict[Mailbox, Pusher] = field(default_factory=dict)
-
-    @property
-    def epoch(self) -> str:
-        return self.stream[1]
-
-    @property
-    def observed(self) -> bool:
-        return bool(self.mailboxes or self.pushers)
-
-
-@dataclass(eq=False)
-class _Reader:
-    """One connection's worth of tails, read with one ``XREAD`` (plus the reader's wake key)."""
-
-    wake_key: str
-    tails: set[_Tail] = field(default_factory=set)
-    wake_last: str = "0-0"
+from shared.streams.contract import READ_COUNT, Batch, Pusher, is_same_message, parse_id, stored_event
+from shared.streams.mailbox import Mailbox
+from shared.streams.tails import RETRY_SECONDS, TAIL_BLOCK_MS, WAKE_TTL_SECONDS, Entries, Reader, Stream, Tail
 
 
 class TailReaders:
     """The tails of one process: a bounded set of readers, each with its streams, feeding mailboxes
-    and pushers (``Hub`` adds the observers' side)."""
+    and pushers (``StreamRuntime`` is the observers' side).
+
+    ``client`` carries the short commands (a wake); ``tail_client`` the blocked reads, one
+    connection per reader (``tail_client``'s socket timeout must outlast ``block_ms``)."""
 
     def __init__(
         self,
-        store: MessageStore,
+        client: redis.Redis,
         tail_client: redis.Redis,
         *,
         mailbox_events: int = 1024,
@@ -86,26 +43,28 @@ class TailReaders:
         timeout = tail_client.connection_pool.connection_kwargs.get("socket_timeout")
         if timeout is not None and timeout * 1000 <= block_ms:
             raise ValueError(f"the tail client's socket timeout ({timeout} s) must outlast block_ms")
-        self.store = store
+        self.redis = client
         self.tail_client = tail_client
         self.mailbox_events = mailbox_events
         self.block_ms = block_ms
         self.max_readers = max_readers
         #: Tails by (message id, epoch): a deleted and re-created id never shares a tail.
-        self._tails: dict[Stream, _Tail] = {}
-        self._readers: list[_Reader] = []
+        self._tails: dict[Stream, Tail] = {}
+        self._readers: list[Reader] = []
         self._lock = threading.Lock()
 
     # -- tails ------------------------------------------------------------
 
-    def _join(self, stream: Stream, after: str) -> Mailbox:
+    def join(self, stream: Stream, after: str) -> Mailbox:
+        """A new observer of ``stream`` that has seen everything up to ``after``: its mailbox
+        (flagged to catch up first when the tail is already past ``after``)."""
         mailbox = Mailbox(self.mailbox_events)
-        woken: _Reader | None = None
+        woken: Reader | None = None
         with self._lock:
             tail = self._tails.get(stream)
             if tail is None:
                 keys = message_keys(stream[0])
-                tail = _Tail(stream, keys.events, keys.status, after)
+                tail = Tail(stream, keys.events, keys.status, after)
                 tail.mailboxes.add(mailbox)
                 self._tails[stream] = tail
                 woken = self._assign(tail)
@@ -117,11 +76,11 @@ class TailReaders:
             self._wake(woken)
         return mailbox
 
-    def _assign(self, tail: _Tail) -> _Reader | None:
+    def _assign(self, tail: Tail) -> Reader | None:
         """Give ``tail`` a reader (holding the lock): a new one while there are fewer than
         ``max_readers``, else the least busy, which must then be woken (returned)."""
         if len(self._readers) < self.max_readers:
-            reader = _Reader(hub_wake(secrets.token_hex(8)), {tail})
+            reader = Reader(hub_wake(secrets.token_hex(8)), {tail})
             self._readers.append(reader)
             name = f"sluice-tail-{tail.stream[0]}"
             threading.Thread(target=self._run_reader, args=(reader,), name=name, daemon=True).start()
@@ -130,24 +89,25 @@ class TailReaders:
         reader.tails.add(tail)
         return reader
 
-    def _wake(self, reader: _Reader) -> None:
+    def _wake(self, reader: Reader) -> None:
         """Make ``reader``'s blocked ``XREAD`` return, so that it reads its new stream too."""
         try:
-            pipe = self.store.redis.pipeline(transaction=False)
+            pipe = self.redis.pipeline(transaction=False)
             pipe.xadd(reader.wake_key, {"w": "1"}, maxlen=1, approximate=False)
             pipe.expire(reader.wake_key, WAKE_TTL_SECONDS)
             pipe.execute()
         except redis.RedisError:
             pass  # the reader's next XREAD (within block_ms) includes the stream anyway
 
-    def _leave(self, stream: Stream, mailbox: Mailbox) -> None:
+    def leave(self, stream: Stream, mailbox: Mailbox) -> None:
+        """The observer of ``mailbox`` is done with ``stream``."""
         with self._lock:
             tail = self._tails.get(stream)
             if tail is not None:
                 tail.mailboxes.discard(mailbox)
                 tail.pushers.pop(mailbox, None)
 
-    def _start_pushing(self, stream: Stream, mailbox: Mailbox, pusher: Pusher, last: str) -> bool:
+    def start_pushing(self, stream: Stream, mailbox: Mailbox, pusher: Pusher, last: str) -> bool:
         """Let the reader write to ``pusher`` directly if the observer is level with the tail."""
         with self._lock:
             tail = self._tails.get(stream)
@@ -159,7 +119,7 @@ class TailReaders:
             tail.pushers[mailbox] = pusher
             return True
 
-    def _stop_pushing(self, stream: Stream, mailbox: Mailbox) -> None:
+    def stop_pushing(self, stream: Stream, mailbox: Mailbox) -> None:
         """Back to the mailbox (unless the reader already handed the observer back)."""
         with self._lock:
             tail = self._tails.get(stream)
@@ -168,7 +128,7 @@ class TailReaders:
 
     # -- readers ----------------------------------------------------------
 
-    def _run_reader(self, reader: _Reader) -> None:
+    def _run_reader(self, reader: Reader) -> None:
         """Read the reader's streams until none is left; a bug or a kill must not leave
         observers waiting for a dead reader."""
         try:
@@ -185,7 +145,7 @@ class TailReaders:
             for tail in orphans:
                 self._close(tail, gone=False)
 
-    def _reader_loop(self, reader: _Reader) -> None:
+    def _reader_loop(self, reader: Reader) -> None:
         while True:
             with self._lock:
                 for tail in [tail for tail in reader.tails if not tail.observed]:
@@ -209,8 +169,8 @@ class TailReaders:
                     self._end(reader, tail, gone=False)
 
     def _read(
-        self, reader: _Reader, live: list[_Tail], positions: dict[str, str]
-    ) -> list[tuple[_Tail, Entries | None]]:
+        self, reader: Reader, live: list[Tail], positions: dict[str, str]
+    ) -> list[tuple[Tail, Entries | None]]:
         """The next entries of each of ``live`` that has some (blocking), None for a tail whose
         message is gone.
 
@@ -238,11 +198,11 @@ class TailReaders:
                 check.hmget(tail.status_key, "status", "epoch")
             states = check.execute()
         return [
-            (tail, None if status is None or (epoch or "") != tail.epoch else got[tail.key])
+            (tail, got[tail.key] if is_same_message(status, epoch, tail.epoch) else None)
             for tail, (status, epoch) in zip(fresh, states, strict=True)
         ]
 
-    def _deliver(self, tail: _Tail, entries: Entries) -> bool:
+    def _deliver(self, tail: Tail, entries: Entries) -> bool:
         """Hand ``entries`` to the tail's observers; True when they end with the terminal event."""
         batch = Batch(tail.last, tuple(stored_event(i, d) for i, d in entries))
         ended = any(ev.is_terminal(item.type) for item in batch.events)
@@ -254,7 +214,7 @@ class TailReaders:
             mailbox.put(batch)
         return ended
 
-    def _end(self, reader: _Reader, tail: _Tail, *, gone: bool) -> None:
+    def _end(self, reader: Reader, tail: Tail, *, gone: bool) -> None:
         """Stop reading ``tail``; when the message is gone, its observers end with ``GONE``."""
         with self._lock:
             reader.tails.discard(tail)
@@ -262,12 +222,12 @@ class TailReaders:
         if gone:
             self._close(tail, gone=True)
 
-    def _drop(self, tail: _Tail) -> None:
+    def _drop(self, tail: Tail) -> None:
         """Forget ``tail`` (holding the lock); a new observer of its stream starts a new one."""
         if self._tails.get(tail.stream) is tail:
             del self._tails[tail.stream]
 
-    def _close(self, tail: _Tail, *, gone: bool) -> None:
+    def _close(self, tail: Tail, *, gone: bool) -> None:
         """Tell every observer of ``tail`` that it stopped early (not holding the lock)."""
         with self._lock:
             orphans = [*tail.mailboxes, *tail.pushers]
@@ -277,7 +237,7 @@ class TailReaders:
             mailbox.close(gone=gone)
 
     @staticmethod
-    def _push(tail: _Tail, batch: Batch, ended: bool) -> None:
+    def _push(tail: Tail, batch: Batch, ended: bool) -> None:
         """Write ``batch`` to every pusher (holding the lock); wake the ones that must stop."""
         if not tail.pushers:
             return
@@ -303,14 +263,3 @@ class TailReaders:
         """How many readers (tail connections) this process runs now."""
         with self._lock:
             return len(self._readers)
-
-
-def hub_client(url: str, name: str, *, block_ms: int = TAIL_BLOCK_MS) -> redis.Redis:
-    """A client for readers of the Redis at ``url``: one connection per reader, never cut short
-    while blocked (its socket timeout outlasts a blocked read by 10 s)."""
-    return tail_client(Settings(redis_url=url), name, block_ms=block_ms)
-
-
-def tail_client(settings: Settings, name: str, *, block_ms: int = TAIL_BLOCK_MS) -> redis.Redis:
-    """``hub_client`` for the deployment's Redis (a URL or a Sentinel-managed primary)."""
-    return redis_client(settings, name, socket_timeout=block_ms / 1000 + 10)

@@ -1,8 +1,15 @@
-"""The fan-out hub: observers of a stream in this process share one reader (``api/readers.py``).
+"""The stream runtime: the one owner of every read of a message's stream.
 
-Observers of a message do not each hold a blocked ``XREAD``: they join the stream's tail and
-get its batches through a bounded mailbox (``api/mailbox.py``), catching up from Redis alone
-when they fall behind (``api/cursor.py``): an observer never skips an event.
+``StreamRuntime`` is built once per API process (``api.services.build_services``); workers and
+the batch results use its read side, ``StreamReads``, for a replay. It offers:
+
+- **replay**: every stored event (``replay``), a client's cursor checked (``check_cursor``);
+- **follow**: stored events after a cursor, then live ones, ending after the terminal event:
+  observers of a stream in this process share one tail (``shared/streams/readers.py``) and get
+  its batches through a bounded mailbox (``shared/streams/mailbox.py``), catching up from Redis
+  alone when they fall behind (``reads.Cursor``, the gap fill): an observer never skips an event;
+- **deletion**: a delete's tombstone wakes the tail, which ends the stream's observers; an
+  expired message is noticed at the next idle tick; either way they get ``Tick.GONE``.
 
 An observer that is caught up can hand the tail a *pusher* (a non-blocking writer to its
 connection, built by the HTTP layer): while its mailbox is empty, the reader writes each
@@ -10,34 +17,47 @@ batch to it directly, one shared encoding for all, instead of waking the observe
 thread per batch (with a thousand observers that wake-up cost, not the writing, was the
 lag). A pusher that cannot take a batch whole keeps the rest; the reader hands the observer
 back to its mailbox, which flushes the rest first and goes on from the pusher's position.
+
+The API only frames what ``follow_chunks`` yields (``api/sse.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from enum import Enum
 
-from api.cursor import READ_COUNT, Cursor
-from api.mailbox import Batch, Mailbox, Pusher, Wake, parse_id
-from api.readers import TailReaders, hub_client, tail_client
-from shared.records import StoredEvent, epoch_of
+import redis
 
-__all__ = ["Batch", "Hub", "Mailbox", "Pusher", "Tick", "Wake", "hub_client", "parse_id", "tail_client"]
-
-
-class Tick(Enum):
-    """What ``follow_chunks`` yields besides a chunk of events."""
-
-    #: ``idle_seconds`` passed with nothing new: time for a ping.
-    PING = "ping"
-    #: The tail stopped pushing to the observer's socket: write what the pusher still holds.
-    FLUSH = "flush"
-    #: The message was deleted while observed: end with a ``not_found_error`` (unstored).
-    GONE = "gone"
+from shared.streams.contract import READ_COUNT, Chunk, Pusher, StoredEvent, Tick, Wake
+from shared.streams.readers import TailReaders
+from shared.streams.reads import Cursor, StreamReads
+from shared.streams.tails import TAIL_BLOCK_MS
 
 
-class Hub(TailReaders):
-    """Fans each stream out to its observers in this process, over a bounded set of readers."""
+class StreamRuntime(StreamReads):
+    """Replay, gap fill and live tail of message streams for one process, over a bounded set of
+    tail connections."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        tail_client: redis.Redis,
+        *,
+        mailbox_events: int = 1024,
+        block_ms: int = TAIL_BLOCK_MS,
+        max_readers: int = 8,
+    ) -> None:
+        super().__init__(client)
+        self.tails = TailReaders(
+            client, tail_client, mailbox_events=mailbox_events, block_ms=block_ms, max_readers=max_readers
+        )
+
+    def tail_count(self) -> int:
+        """How many streams this process tails now."""
+        return self.tails.tail_count()
+
+    def reader_count(self) -> int:
+        """How many readers (tail connections) this process runs now."""
+        return self.tails.reader_count()
 
     # -- observers --------------------------------------------------------
 
@@ -63,7 +83,7 @@ class Hub(TailReaders):
         idle_seconds: float,
         pusher: Pusher | None = None,
         epoch: str | None = None,
-    ) -> Iterator[list[StoredEvent] | Tick]:
+    ) -> Iterator[Chunk | Tick]:
         """Like ``follow``, but each chunk holds every event ready at once, to write in one send.
 
         An observer that keeps up gets one event per chunk; one that fell behind gets what
@@ -78,13 +98,12 @@ class Hub(TailReaders):
         pusher still holds.
         """
         if epoch is None:
-            status = self.store.get_status(message_id)
-            if status is None:
+            epoch = self.current_epoch(message_id)
+            if epoch is None:
                 yield Tick.GONE
                 return
-            epoch = epoch_of(status)
-        cursor = Cursor(self.store, message_id, after, epoch)
-        page: list[StoredEvent] = []
+        cursor = Cursor(self, message_id, after, epoch)
+        page: Chunk = []
         for item in cursor.catch_up():
             page.append(item)
             if len(page) == READ_COUNT:
@@ -97,15 +116,17 @@ class Hub(TailReaders):
         if cursor.done:
             return
         stream = (message_id, epoch)
-        mailbox = self._join(stream, cursor.last)
+        mailbox = self.tails.join(stream, cursor.last)
         try:
             while not cursor.done:
-                pushing = pusher is not None and self._start_pushing(stream, mailbox, pusher, cursor.last)
+                pushing = pusher is not None and self.tails.start_pushing(
+                    stream, mailbox, pusher, cursor.last
+                )
                 if pushing:
                     assert pusher is not None
                     pushed_before = pusher.last
                     got = mailbox.get(idle_seconds)
-                    self._stop_pushing(stream, mailbox)
+                    self.tails.stop_pushing(stream, mailbox)
                     if pusher.last is not None and pusher.last != pushed_before:
                         cursor.skip_to(pusher.last, pusher.ended)
                         if got is Wake.IDLE:  # events went out meanwhile: not idle, no ping
@@ -114,20 +135,20 @@ class Hub(TailReaders):
                 else:
                     got = mailbox.get(idle_seconds)
                 if got is Wake.IDLE:
-                    if not self.store.is_current(message_id, epoch):  # expired: no tombstone wakes us
+                    if not self.is_current(message_id, epoch):  # expired: no tombstone wakes us
                         yield Tick.GONE
                         return
                     yield Tick.PING
                     continue
-                chunk: list[StoredEvent] = []
+                chunk: Chunk = []
                 while got is not Wake.IDLE and not cursor.done:
                     if got is Wake.GONE:
                         cursor.gone = True
                     elif got is Wake.CATCH_UP:
                         chunk.extend(cursor.catch_up())
                         if mailbox.closed and not cursor.done:
-                            self._leave(stream, mailbox)
-                            mailbox = self._join(stream, cursor.last)
+                            self.tails.leave(stream, mailbox)
+                            mailbox = self.tails.join(stream, cursor.last)
                     else:
                         chunk.extend(cursor.take(got))
                     got = mailbox.get(0) if len(chunk) < READ_COUNT else Wake.IDLE
@@ -138,4 +159,4 @@ class Hub(TailReaders):
                 if cursor.gone:
                     yield Tick.GONE
         finally:
-            self._leave(stream, mailbox)
+            self.tails.leave(stream, mailbox)

@@ -1,8 +1,7 @@
-"""What flows from a stream's tail to one observer: batches, a bounded mailbox, a pusher.
+"""A bounded mailbox per observer: the batches of its stream's tail, or why it woke without one.
 
-Each batch carries the id it was read after (``prev``), so an observer that finds ``prev``
-beyond the last event it yielded (it joined late, or its mailbox overflowed because it reads
-slowly) knows to catch up from Redis: it falls behind alone and never skips an event.
+Overflow never blocks the tail: it drops the batch and marks the mailbox ``lagged``, and the
+observer catches up from Redis (``Batch.prev`` tells it where its gap starts).
 """
 
 from __future__ import annotations
@@ -10,59 +9,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Protocol
 
-from shared import events as ev
-from shared.records import StoredEvent
-
-
-class Wake(Enum):
-    """Why ``Mailbox.get`` returned without a batch."""
-
-    #: The wait timed out with nothing new.
-    IDLE = "idle"
-    #: Batches were dropped (a slow reader) or the tail stopped early: catch up from Redis.
-    CATCH_UP = "catch_up"
-    #: The message was deleted (or its id now names a new message): end the observer.
-    GONE = "gone"
-
-
-def parse_id(entry_id: str) -> tuple[int, int]:
-    """A stream id as ``(ms, seq)`` so ids compare in stream order."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Consecutive stream entries: every entry after ``prev`` up to the last one here."""
-
-    prev: str
-    events: tuple[StoredEvent, ...]
-    #: Encodings of ``events`` by pusher framing, built once for every pusher of the batch.
-    payloads: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def ended(self) -> bool:
-        """True when the batch ends with the terminal event."""
-        return ev.is_terminal(self.events[-1].type)
-
-
-class Pusher(Protocol):
-    """Writes batches straight to one observer's connection for the tail, never blocking.
-
-    ``last`` is the id of the last event it wrote (whole or in part), ``ended`` whether that
-    was the terminal event; the observer goes on from there when pushing stops.
-    """
-
-    last: str | None
-    ended: bool
-
-    def push(self, batch: Batch) -> bool:
-        """Write ``batch``; False when it did not go out whole (the pusher keeps the rest) or failed."""
-        ...
+from shared.streams.contract import Batch, Wake
 
 
 class Mailbox:

@@ -1,4 +1,4 @@
-"""The fan-out hub on a real redis-server: order, completeness, bounded queues, slow readers, connections."""
+"""The stream runtime's live tail on a real redis-server: order, completeness, slow readers, connections."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from typing import Any
 import pytest
 import redis
 
-from api.hub import Batch, Hub, Mailbox, Tick, Wake, hub_client, parse_id
 from shared import events as ev
-from shared.records import StoredEvent
 from shared.store import COMPLETED, MessageStore
+from shared.streams.contract import Batch, StoredEvent, Tick, Wake, parse_id
+from shared.streams.mailbox import Mailbox
+from shared.streams.reads import StreamReads
+from shared.streams.runtime import StreamRuntime
+from shared.streams.tails import tail_client_for_url
 
 pytestmark = pytest.mark.integration
 
@@ -50,8 +53,10 @@ def store(redis_url: str, client: redis.Redis, name: str) -> MessageStore:
 
 
 @pytest.fixture
-def hub(redis_url: str, store: MessageStore, name: str) -> Hub:
-    return Hub(store, hub_client(redis_url, f"{name}-tail"), mailbox_events=1024, block_ms=200)
+def runtime(redis_url: str, store: MessageStore, name: str) -> StreamRuntime:
+    return StreamRuntime(
+        store.redis, tail_client_for_url(redis_url, f"{name}-tail"), mailbox_events=1024, block_ms=200
+    )
 
 
 def start(store: MessageStore, message_id: str = "m1") -> None:
@@ -71,26 +76,28 @@ def finish(store: MessageStore, message_id: str = "m1") -> None:
 
 def all_ids(store: MessageStore, message_id: str = "m1") -> list[str]:
     """Every stored event id, in order."""
-    return [item.id for item in store.read_events(message_id, "0-0", count=100_000)]
+    return [item.id for item in StreamReads(store.redis).replay(message_id)]
 
 
-def tail_of(hub: Hub, message_id: str) -> Any:
-    """The hub's tail of ``message_id`` (any epoch), or None."""
-    with hub._lock:
-        return next((tail for (mid, _), tail in hub._tails.items() if mid == message_id), None)
+def tail_of(runtime: StreamRuntime, message_id: str) -> Any:
+    """The runtime's tail of ``message_id`` (any epoch), or None."""
+    with runtime.tails._lock:
+        return next((tail for (mid, _), tail in runtime.tails._tails.items() if mid == message_id), None)
 
 
 class Watcher:
-    """A thread that follows a message through the hub and records what it yields."""
+    """A thread that follows a message through the runtime and records what it yields."""
 
-    def __init__(self, hub: Hub, message_id: str = "m1", after: str = "0-0", idle: float = 0.2) -> None:
+    def __init__(
+        self, runtime: StreamRuntime, message_id: str = "m1", after: str = "0-0", idle: float = 0.2
+    ) -> None:
         self.items: list[StoredEvent] = []
         self.pings = 0
         self.gone = False
         self.gate = threading.Event()
         self.gate.set()
         self.done = threading.Event()
-        self._iter = hub.follow(message_id, after, idle_seconds=idle)
+        self._iter = runtime.follow(message_id, after, idle_seconds=idle)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -109,10 +116,10 @@ class Watcher:
         return [item.id for item in self.items]
 
 
-def test_observer_gets_replay_then_live_events_and_ends_after_terminal(store, hub):
+def test_observer_gets_replay_then_live_events_and_ends_after_terminal(store, runtime):
     """Stored events replay first, live ones follow in order, and the iterator ends at message_stop."""
     start(store)
-    watcher = Watcher(hub)
+    watcher = Watcher(runtime)
     wait_until(lambda: len(watcher.items) == 2)
     for index in range(50):
         store.append("m1", [ev.text_delta(0, f"t{index} ")])
@@ -122,11 +129,11 @@ def test_observer_gets_replay_then_live_events_and_ends_after_terminal(store, hu
     assert watcher.items[-1].type == "message_stop"
 
 
-def test_many_observers_share_one_tail_and_get_every_event(store, hub, client, name):
+def test_many_observers_share_one_tail_and_get_every_event(store, runtime, client, name):
     """Fifty observers of one stream get every event through a single tail connection."""
     start(store)
-    watchers = [Watcher(hub) for _ in range(50)]
-    wait_until(lambda: hub.tail_count() == 1 and all(len(w.items) == 2 for w in watchers))
+    watchers = [Watcher(runtime) for _ in range(50)]
+    wait_until(lambda: runtime.tail_count() == 1 and all(len(w.items) == 2 for w in watchers))
     for index in range(100):
         store.append("m1", [ev.text_delta(0, f"t{index} ")])
     tails = [c for c in client.client_list() if c.get("name") == f"{name}-tail"]
@@ -137,10 +144,10 @@ def test_many_observers_share_one_tail_and_get_every_event(store, hub, client, n
         assert watcher.ids() == all_ids(store)
 
 
-def test_redis_connections_stay_bounded_for_many_observers(store, hub, client, name):
+def test_redis_connections_stay_bounded_for_many_observers(store, runtime, client, name):
     """Two hundred observers of one stream hold at most four Redis connections between them."""
     start(store)
-    watchers = [Watcher(hub) for _ in range(200)]
+    watchers = [Watcher(runtime) for _ in range(200)]
     wait_until(lambda: all(len(w.items) == 2 for w in watchers))
     for index in range(20):
         store.append("m1", [ev.text_delta(0, f"t{index} ")])
@@ -154,10 +161,12 @@ def test_redis_connections_stay_bounded_for_many_observers(store, hub, client, n
 
 def test_slow_observer_falls_behind_alone_and_misses_nothing(redis_url, store):
     """A reader that stalls overflows its small mailbox, the others go on, and it later catches up exactly."""
-    hub = Hub(store, hub_client(redis_url, "slow-tail"), mailbox_events=4, block_ms=200)
+    runtime = StreamRuntime(
+        store.redis, tail_client_for_url(redis_url, "slow-tail"), mailbox_events=4, block_ms=200
+    )
     start(store)
-    fast = Watcher(hub)
-    slow = Watcher(hub)
+    fast = Watcher(runtime)
+    slow = Watcher(runtime)
     wait_until(lambda: len(slow.items) == 2 and len(fast.items) == 2)
     slow.gate.clear()
     for index in range(200):
@@ -171,13 +180,13 @@ def test_slow_observer_falls_behind_alone_and_misses_nothing(redis_url, store):
     assert slow.ids() == all_ids(store)
 
 
-def test_resume_from_a_cursor_yields_exactly_the_suffix(store, hub):
+def test_resume_from_a_cursor_yields_exactly_the_suffix(store, runtime):
     """Following after a stored id yields every later event once, none before it."""
     start(store)
     for index in range(10):
         store.append("m1", [ev.text_delta(0, f"t{index} ")])
     ids = all_ids(store)
-    watcher = Watcher(hub, after=ids[5])
+    watcher = Watcher(runtime, after=ids[5])
     wait_until(lambda: len(watcher.items) == len(ids) - 6)
     store.append("m1", [ev.text_delta(0, "more")])
     finish(store)
@@ -185,35 +194,35 @@ def test_resume_from_a_cursor_yields_exactly_the_suffix(store, hub):
     assert watcher.ids() == all_ids(store)[6:]
 
 
-def test_idle_observer_gets_pings_and_ends_when_deleted(store, hub):
+def test_idle_observer_gets_pings_and_ends_when_deleted(store, runtime):
     """With nothing new the observer gets idle ticks, and it ends once the message is deleted."""
     start(store)
-    watcher = Watcher(hub, idle=0.05)
+    watcher = Watcher(runtime, idle=0.05)
     wait_until(lambda: watcher.pings >= 2)
     store.delete("m1")
     assert watcher.done.wait(20)
     assert watcher.ids() == [watcher.items[0].id, watcher.items[1].id]
 
 
-def test_finished_message_needs_no_tail(store, hub):
+def test_finished_message_needs_no_tail(store, runtime):
     """Observing a message that already ended replays it from Redis and starts no tail."""
     start(store)
     finish(store)
-    items = list(hub.follow("m1", "0-0", idle_seconds=1))
+    items = list(runtime.follow("m1", "0-0", idle_seconds=1))
     assert [item.id for item in items] == all_ids(store)
-    assert hub.tail_count() == 0
+    assert runtime.tail_count() == 0
 
 
-def test_tail_stops_when_its_last_observer_leaves(store, hub):
+def test_tail_stops_when_its_last_observer_leaves(store, runtime):
     """Closing every observer of a live stream stops its tail."""
     start(store)
-    follower = hub.follow("m1", "0-0", idle_seconds=0.05)
+    follower = runtime.follow("m1", "0-0", idle_seconds=0.05)
     assert next(follower) is not Tick.PING
     next(follower)
     next(follower)  # the first idle tick: now tailing
-    assert hub.tail_count() == 1
+    assert runtime.tail_count() == 1
     follower.close()
-    wait_until(lambda: hub.tail_count() == 0)
+    wait_until(lambda: runtime.tail_count() == 0)
 
 
 def test_mailbox_is_bounded_and_reports_overflow():
@@ -236,10 +245,10 @@ def test_ids_compare_in_stream_order():
     assert parse_id("0") == (0, 0)
 
 
-def test_events_ready_at_once_come_in_one_chunk(store, hub):
+def test_events_ready_at_once_come_in_one_chunk(store, runtime):
     """An observer that fell behind gets what piled up as one chunk (one write), in order."""
     start(store)
-    chunks = hub.follow_chunks("m1", "0-0", idle_seconds=5)
+    chunks = runtime.follow_chunks("m1", "0-0", idle_seconds=5)
     assert len(next(chunks)) == 2
     for index in range(5):
         store.append("m1", [ev.text_delta(0, f"t{index} ")])
@@ -250,20 +259,20 @@ def test_events_ready_at_once_come_in_one_chunk(store, hub):
     assert [item.type for item in rest] == ["content_block_stop", "message_delta", "message_stop"]
 
 
-def test_joining_behind_a_running_tail_asks_for_a_catch_up(store, hub):
+def test_joining_behind_a_running_tail_asks_for_a_catch_up(store, runtime):
     """A mailbox joining a tail that already handed out later entries is told to catch up at once."""
     start(store)
-    first = Watcher(hub)
-    wait_until(lambda: hub.tail_count() == 1 and len(first.items) == 2)
+    first = Watcher(runtime)
+    wait_until(lambda: runtime.tail_count() == 1 and len(first.items) == 2)
     store.append("m1", [ev.text_delta(0, "a")])
     wait_until(lambda: len(first.items) == 3)
     stream = ("m1", store.get_field("m1", "epoch") or "")
-    behind = hub._join(stream, all_ids(store)[0])
-    level = hub._join(stream, all_ids(store)[-1])
+    behind = runtime.tails.join(stream, all_ids(store)[0])
+    level = runtime.tails.join(stream, all_ids(store)[-1])
     assert behind.get(0) is Wake.CATCH_UP
     assert level.get(0) is Wake.IDLE
-    hub._leave(stream, behind)
-    hub._leave(stream, level)
+    runtime.tails.leave(stream, behind)
+    runtime.tails.leave(stream, level)
     finish(store)
     assert first.done.wait(20)
 
@@ -298,9 +307,11 @@ class FakePusher:
             return flushed
 
 
-def follow_with(hub: Hub, pusher: FakePusher, got: list[StoredEvent], done: threading.Event) -> None:
+def follow_with(
+    runtime: StreamRuntime, pusher: FakePusher, got: list[StoredEvent], done: threading.Event
+) -> None:
     """Consume a pushing observer as the SSE body does: flush what the pusher kept, then the chunk."""
-    for chunk in hub.follow_chunks("m1", "0-0", idle_seconds=0.05, pusher=pusher):
+    for chunk in runtime.follow_chunks("m1", "0-0", idle_seconds=0.05, pusher=pusher):
         for items in (pusher.flush(), [] if isinstance(chunk, Tick) else chunk):
             got.extend(items)
             pusher.wire.extend(items)
@@ -308,16 +319,16 @@ def follow_with(hub: Hub, pusher: FakePusher, got: list[StoredEvent], done: thre
     done.set()
 
 
-def test_caught_up_observers_get_live_events_pushed_by_the_tail(store, hub):
+def test_caught_up_observers_get_live_events_pushed_by_the_tail(store, runtime):
     """Once level with the tail, an observer's live events are written by the tail's pusher, in order."""
     start(store)
     pushers = [FakePusher() for _ in range(20)]
     yielded: list[list[StoredEvent]] = [[] for _ in pushers]
     done = [threading.Event() for _ in pushers]
     for pusher, got, flag in zip(pushers, yielded, done, strict=True):
-        threading.Thread(target=follow_with, args=(hub, pusher, got, flag), daemon=True).start()
-    wait_until(lambda: hub.tail_count() == 1 and all(len(got) == 2 for got in yielded))
-    wait_until(lambda: len(tail_of(hub, "m1").pushers) == len(pushers))
+        threading.Thread(target=follow_with, args=(runtime, pusher, got, flag), daemon=True).start()
+    wait_until(lambda: runtime.tail_count() == 1 and all(len(got) == 2 for got in yielded))
+    wait_until(lambda: len(tail_of(runtime, "m1").pushers) == len(pushers))
     for index in range(30):
         store.append("m1", [ev.text_delta(0, f"t{index} ")])
     finish(store)
@@ -329,14 +340,16 @@ def test_caught_up_observers_get_live_events_pushed_by_the_tail(store, hub):
         assert pusher.ended
 
 
-def test_pusher_that_cannot_keep_up_falls_back_to_its_mailbox_and_misses_nothing(store, hub):
+def test_pusher_that_cannot_keep_up_falls_back_to_its_mailbox_and_misses_nothing(store, runtime):
     """A refused push hands the observer back: it writes what the pusher kept, then the rest, in order."""
     start(store)
     pusher = FakePusher()
     got: list[StoredEvent] = []
     done = threading.Event()
-    threading.Thread(target=follow_with, args=(hub, pusher, got, done), daemon=True).start()
-    wait_until(lambda: tail_of(hub, "m1") is not None and pusher in tail_of(hub, "m1").pushers.values())
+    threading.Thread(target=follow_with, args=(runtime, pusher, got, done), daemon=True).start()
+    wait_until(
+        lambda: tail_of(runtime, "m1") is not None and pusher in tail_of(runtime, "m1").pushers.values()
+    )
     store.append("m1", [ev.text_delta(0, "pushed")])
     wait_until(lambda: len(pusher.pushed) == 1)
     pusher.full = True
@@ -344,7 +357,7 @@ def test_pusher_that_cannot_keep_up_falls_back_to_its_mailbox_and_misses_nothing
         store.append("m1", [ev.text_delta(0, f"t{index} ")])
     wait_until(lambda: pusher.refused >= 1 and len(got) >= 2 + 20)
     pusher.full = False
-    wait_until(lambda: pusher in tail_of(hub, "m1").pushers.values())  # level again: pushed once more
+    wait_until(lambda: pusher in tail_of(runtime, "m1").pushers.values())  # level again: pushed once more
     store.append("m1", [ev.text_delta(0, "late")])
     finish(store)
     assert done.wait(20)
@@ -355,23 +368,25 @@ def test_pusher_that_cannot_keep_up_falls_back_to_its_mailbox_and_misses_nothing
 def test_deleting_a_message_ends_its_idle_observers_at_once(redis_url, store, name):
     """A delete wakes the blocked tail (its tombstone): observers get GONE long before the tail's
     own read or any ping would time out (both 120 s here)."""
-    hub = Hub(store, hub_client(redis_url, f"{name}-tail", block_ms=120_000), block_ms=120_000)
+    runtime = StreamRuntime(
+        store.redis, tail_client_for_url(redis_url, f"{name}-tail", block_ms=120_000), block_ms=120_000
+    )
     start(store)
-    watchers = [Watcher(hub, idle=120) for _ in range(3)]
-    wait_until(lambda: hub.tail_count() == 1 and all(len(w.items) == 2 for w in watchers))
+    watchers = [Watcher(runtime, idle=120) for _ in range(3)]
+    wait_until(lambda: runtime.tail_count() == 1 and all(len(w.items) == 2 for w in watchers))
     store.delete("m1")
     for watcher in watchers:
         assert watcher.done.wait(20)
         assert watcher.gone
     assert [item.type for item in watchers[0].items] == ["message_start", "content_block_start"]
-    wait_until(lambda: hub.tail_count() == 0)
+    wait_until(lambda: runtime.tail_count() == 0)
 
 
-def test_an_observer_never_sees_the_events_of_a_message_created_anew_with_its_id(store, hub):
+def test_an_observer_never_sees_the_events_of_a_message_created_anew_with_its_id(store, runtime):
     """Delete and re-create the id while observed: the first observer ends GONE, with none of
     the new message's events; a new observer sees only the new one."""
     start(store)
-    old = Watcher(hub, idle=60)
+    old = Watcher(runtime, idle=60)
     wait_until(lambda: len(old.items) == 2)
     old.gate.clear()  # hold the observer so the delete and the re-creation both land first
     store.delete("m1")
@@ -382,35 +397,40 @@ def test_an_observer_never_sees_the_events_of_a_message_created_anew_with_its_id
     assert old.gone
     assert all("new message" not in item.data for item in old.items)
     finish(store)
-    new = list(hub.follow("m1", "0-0", idle_seconds=0.05))
+    new = list(runtime.follow("m1", "0-0", idle_seconds=0.05))
     assert any(not isinstance(item, Tick) and "new message" in item.data for item in new)
 
 
-def test_recreating_an_id_removes_the_tombstone_of_the_deleted_one(store, hub):
+def test_recreating_an_id_removes_the_tombstone_of_the_deleted_one(store, runtime):
     """A re-created id starts with an empty stream: the old message's tombstone is not an event."""
     start(store)
     store.delete("m1")
     start(store)
-    types = [item.type for item in store.all_events("m1")]
+    types = [item.type for item in StreamReads(store.redis).replay("m1")]
     assert types == ["message_start", "content_block_start"]
 
 
-def test_following_a_message_that_does_not_exist_is_gone_at_once(hub):
+def test_following_a_message_that_does_not_exist_is_gone_at_once(runtime):
     """No status: the observer gets GONE without tailing anything."""
-    assert list(hub.follow("nope", "0-0", idle_seconds=5)) == [Tick.GONE]
-    assert hub.tail_count() == 0
+    assert list(runtime.follow("nope", "0-0", idle_seconds=5)) == [Tick.GONE]
+    assert runtime.tail_count() == 0
 
 
 def test_many_streams_share_a_bounded_set_of_reader_connections(redis_url, store, client, name):
-    """Thirty observed streams on a hub of two readers: two tail connections, every observer
+    """Thirty observed streams on a runtime of two readers: two tail connections, every observer
     gets every event of its own stream and nothing of another's."""
-    hub = Hub(store, hub_client(redis_url, f"{name}-tail", block_ms=60_000), block_ms=60_000, max_readers=2)
+    runtime = StreamRuntime(
+        store.redis,
+        tail_client_for_url(redis_url, f"{name}-tail", block_ms=60_000),
+        block_ms=60_000,
+        max_readers=2,
+    )
     ids = [f"s{index}" for index in range(30)]
     for message_id in ids:
         start(store, message_id)
-    watchers = {message_id: Watcher(hub, message_id, idle=60) for message_id in ids}
-    wait_until(lambda: hub.tail_count() == 30 and all(len(w.items) == 2 for w in watchers.values()))
-    assert hub.reader_count() == 2
+    watchers = {message_id: Watcher(runtime, message_id, idle=60) for message_id in ids}
+    wait_until(lambda: runtime.tail_count() == 30 and all(len(w.items) == 2 for w in watchers.values()))
+    assert runtime.reader_count() == 2
     for message_id in ids:
         store.append(message_id, [ev.text_delta(0, f"only {message_id} ")])
         finish(store, message_id)
@@ -421,23 +441,28 @@ def test_many_streams_share_a_bounded_set_of_reader_connections(redis_url, store
         assert len(texts) == 1 and f"only {message_id} " in texts[0]
     tails = [c for c in client.client_list() if c.get("name") == f"{name}-tail"]
     assert len(tails) <= 2
-    wait_until(lambda: hub.reader_count() == 0)
+    wait_until(lambda: runtime.reader_count() == 0)
 
 
 def test_a_stream_added_to_a_blocked_reader_is_read_at_once(redis_url, store, name):
     """A reader blocked for a minute on one stream reads a stream added to it at once (its wake
     key), not when its read times out."""
-    hub = Hub(store, hub_client(redis_url, f"{name}-tail", block_ms=60_000), block_ms=60_000, max_readers=1)
+    runtime = StreamRuntime(
+        store.redis,
+        tail_client_for_url(redis_url, f"{name}-tail", block_ms=60_000),
+        block_ms=60_000,
+        max_readers=1,
+    )
     start(store, "first")
-    first = Watcher(hub, "first", idle=60)
-    wait_until(lambda: len(first.items) == 2 and hub.reader_count() == 1)
+    first = Watcher(runtime, "first", idle=60)
+    wait_until(lambda: len(first.items) == 2 and runtime.reader_count() == 1)
     time.sleep(0.2)  # let the reader block on "first" alone
     start(store, "second")
-    second = Watcher(hub, "second", idle=60)
-    wait_until(lambda: len(second.items) == 2 and hub.tail_count() == 2)
+    second = Watcher(runtime, "second", idle=60)
+    wait_until(lambda: len(second.items) == 2 and runtime.tail_count() == 2)
     store.append("second", [ev.text_delta(0, "live")])
     wait_until(lambda: len(second.items) == 3, timeout=20)  # the reader's own read lasts a minute
-    assert hub.reader_count() == 1
+    assert runtime.reader_count() == 1
     for message_id in ("first", "second"):
         finish(store, message_id)
     assert first.done.wait(20) and second.done.wait(20)
@@ -445,11 +470,16 @@ def test_a_stream_added_to_a_blocked_reader_is_read_at_once(redis_url, store, na
 
 def test_deleting_one_of_many_multiplexed_streams_ends_only_its_observers(redis_url, store, name):
     """On a shared reader, a delete ends the deleted stream's observers; the others go on."""
-    hub = Hub(store, hub_client(redis_url, f"{name}-tail", block_ms=60_000), block_ms=60_000, max_readers=1)
+    runtime = StreamRuntime(
+        store.redis,
+        tail_client_for_url(redis_url, f"{name}-tail", block_ms=60_000),
+        block_ms=60_000,
+        max_readers=1,
+    )
     for message_id in ("keep", "drop"):
         start(store, message_id)
-    keep, drop = Watcher(hub, "keep", idle=60), Watcher(hub, "drop", idle=60)
-    wait_until(lambda: len(keep.items) == 2 and len(drop.items) == 2 and hub.tail_count() == 2)
+    keep, drop = Watcher(runtime, "keep", idle=60), Watcher(runtime, "drop", idle=60)
+    wait_until(lambda: len(keep.items) == 2 and len(drop.items) == 2 and runtime.tail_count() == 2)
     store.delete("drop")
     assert drop.done.wait(20) and drop.gone
     store.append("keep", [ev.text_delta(0, "still here")])
