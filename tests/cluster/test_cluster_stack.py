@@ -3,6 +3,7 @@ gunicorn API and a real Celery worker, SLUICE_STORE_CLUSTER_NODES set."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -94,3 +95,33 @@ def test_idempotent_submit_returns_the_first_message(running):
     starts = [f for f in observe(api, message_id) if f.event == "message_start"]
     assert len(starts) == 1
     assert bed.topology.cluster_client().exists(message_keys(scoped_id("anonymous", message_id)).status)
+
+
+def test_message_batch_runs_with_its_messages_on_the_cluster(running):
+    """A Message Batch: its requests run as messages on the cluster, the feeder sees them end,
+    every result is recorded and the requests page shows each message's status."""
+    bed, api = running
+    requests = [
+        {"custom_id": f"r{i}", "params": {**chat(max_tokens=3, model="fast"), "max_tokens": 3}}
+        for i in range(4)
+    ]
+    created = httpx.post(f"{api}/v1/messages/batches", json={"requests": requests}, timeout=10)
+    assert created.status_code == 200, created.text
+    batch_id = created.json()["id"]
+
+    def running_shown() -> bool:
+        page = httpx.get(f"{api}/v1/messages/batches/{batch_id}/requests", timeout=10).json()["data"]
+        return any(item["status"] == "processing" for item in page)
+
+    wait_until(running_shown, 60, "a request shown processing (its status read on the cluster)")
+
+    def ended() -> dict | None:
+        batch = httpx.get(f"{api}/v1/messages/batches/{batch_id}", timeout=10).json()
+        return batch if batch["processing_status"] == "ended" else None
+
+    batch = wait_until(ended, 120, "the batch to end", 0.2)
+    assert batch["request_counts"]["succeeded"] == 4, batch
+    lines = httpx.get(f"{api}/v1/messages/batches/{batch_id}/results", timeout=10).text.splitlines()
+    assert sorted(json.loads(line)["custom_id"] for line in lines) == ["r0", "r1", "r2", "r3"]
+    assert all(json.loads(line)["result"]["type"] == "succeeded" for line in lines)
+    assert bed.topology.cluster_client().exists(message_keys(f"{batch_id}.r0").status)
