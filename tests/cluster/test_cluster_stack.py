@@ -101,10 +101,7 @@ def test_message_batch_runs_with_its_messages_on_the_cluster(running):
     """A Message Batch: its requests run as messages on the cluster, the feeder sees them end,
     every result is recorded and the requests page shows each message's status."""
     bed, api = running
-    requests = [
-        {"custom_id": f"r{i}", "params": {**chat(max_tokens=3, model="fast"), "max_tokens": 3}}
-        for i in range(4)
-    ]
+    requests = [{"custom_id": f"r{i}", "params": chat(max_tokens=25)} for i in range(4)]
     created = httpx.post(f"{api}/v1/messages/batches", json={"requests": requests}, timeout=10)
     assert created.status_code == 200, created.text
     batch_id = created.json()["id"]
