@@ -5,25 +5,30 @@ Same workload for each cluster size (no replicas; a control redis-server beside 
 - **append**: ``CLIENTS`` client processes, each with its own ``ClusterMessageStore``, append one
   text delta per call to its own ``STREAMS`` processing messages (ids spread over every slot),
   the worker's own write path (the append script, its lease renewal and wake ``SPUBLISH``), sent
-  in cluster pipelines of ``PIPELINE`` calls (one round trip per node), as many workers would;
+  in batches of ``PIPELINE`` calls, one pipeline per node (one round trip each), as many
+  workers would;
 - **observer reads**: the same processes read those streams as the cluster tail readers do
   after a wake (``queue_tail_read``: ``XREAD`` of the stream's entries, ``READ_ENTRIES`` of them
   here, plus the status check), pipelined likewise.
 
-Figure: operations per second summed over the clients, for ``SECONDS`` each. On this 2-core box
-the clients and every primary share the two cores, so the figures show how far the store's
-work spreads over primaries here, not a multi-host cluster's ceiling (docs/SCALING.md).
+Figures, for each size: operations per second summed over the clients (8 s each, 3 quick), and
+the **ceiling**: the rate at which the busiest primary would be saturated, i.e. operations ÷
+that primary's main-thread CPU seconds during the run (``INFO cpu``). On this 2-core box the
+clients and every primary share the two cores, so the measured rate cannot grow with primaries
+(the clients are the bottleneck); the ceiling shows how the store's work spreads over them, which
+is what a cluster on more cores or hosts buys (docs/SCALING.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import time
 from typing import Any
 
 from bench.common import VAR, Metric, Options, log, write_result
-from deploy.redis_cluster import start_cluster
+from deploy.redis_cluster import ClusterTopology, start_cluster
 from deploy.stack import Stack
 from shared import events as ev
 from shared.keys import message_keys
@@ -81,11 +86,22 @@ def _client(settings: Settings, client: int, kind: str, seconds: float, start: A
     done = 0
     deadline = time.perf_counter() + seconds
     position = 0
+    sha = hashlib.sha1(WakingAppendScript.source().encode()).hexdigest()  # (loaded by _prepare)
+    nodes = {
+        message_id: store.messages.get_node_from_key(message_keys(message_id).status) for message_id in ids
+    }
     while time.perf_counter() < deadline:
-        pipe = store.messages.pipeline(transaction=False)
+        # One pipeline per node (redis-py's cluster pipeline refuses EVALSHA): one round trip each.
+        pipes: dict[str, Any] = {}
         for _ in range(PIPELINE):
             message_id = ids[position % STREAMS]
             position += 1
+            node = nodes[message_id]
+            pipe = pipes.get(node.name)
+            if pipe is None:
+                pipe = pipes[node.name] = store.messages.get_redis_connection(node).pipeline(
+                    transaction=False
+                )
             keys = message_keys(message_id)
             if kind == "append":
                 call = WakingAppendScript(
@@ -100,16 +116,29 @@ def _client(settings: Settings, client: int, kind: str, seconds: float, start: A
                     events=delta,
                     wake_channel=keys.wake,
                 )
-                store.message_scripts.send(call, client=pipe)
+                call_keys = call.keys()
+                pipe.execute_command("EVALSHA", sha, len(call_keys), *call_keys, *call.args())
             else:
                 queue_tail_read(pipe, message_id, entry_before_last[message_id])
-        pipe.execute()
+        for pipe in pipes.values():
+            pipe.execute()
         done += PIPELINE
     out.put(done)
 
 
-def _measure(settings: Settings, kind: str, seconds: float) -> float:
-    """Operations per second of ``kind`` summed over ``CLIENTS`` processes."""
+def _main_thread_cpu(topology: ClusterTopology) -> dict[int, float]:
+    """Each primary's main-thread CPU seconds so far (user + system)."""
+    found = {}
+    for port in topology.primaries():
+        with topology.node_client(port) as client:
+            cpu = client.info("cpu")
+        found[port] = float(cpu["used_cpu_user_main_thread"]) + float(cpu["used_cpu_sys_main_thread"])
+    return found
+
+
+def _measure(settings: Settings, topology: ClusterTopology, kind: str, seconds: float) -> tuple[float, float]:
+    """Operations per second of ``kind`` summed over ``CLIENTS`` processes, and the rate at which
+    the busiest primary would be saturated (operations ÷ that primary's main-thread CPU seconds)."""
     context = multiprocessing.get_context("fork")
     start, out = context.Event(), context.Queue()
     workers = [
@@ -119,11 +148,18 @@ def _measure(settings: Settings, kind: str, seconds: float) -> float:
     for worker in workers:
         worker.start()
     time.sleep(0.5)  # (the processes import and connect before the clock starts)
+    before = _main_thread_cpu(topology)
     start.set()
     total = sum(out.get(timeout=seconds + 60) for _ in workers)
+    after = _main_thread_cpu(topology)
     for worker in workers:
         worker.join(10)
-    return total / seconds
+    busiest = max(after[port] - before[port] for port in after)
+    return total / seconds, total / busiest if busiest > 0 else float("nan")
+
+
+def _plural(size: int) -> str:
+    return f"{size} primar{'y' if size == 1 else 'ies'}"
 
 
 def run(options: Options) -> None:
@@ -131,10 +167,11 @@ def run(options: Options) -> None:
     seconds = options.pick(3.0, 8.0)
     metrics: dict[str, Metric] = {}
     for size in SIZES:
-        metrics[f"append {size}"] = Metric(f"appends/s, {size} primar{'y' if size == 1 else 'ies'}", "ops/s")
-        metrics[f"read {size}"] = Metric(
-            f"observer reads/s, {size} primar{'y' if size == 1 else 'ies'}", "ops/s"
-        )
+        for kind, label in (("append", "appends/s"), ("read", "observer reads/s")):
+            metrics[f"{kind} {size}"] = Metric(f"{label}, {_plural(size)} (2 client processes)", "ops/s")
+            metrics[f"{kind} ceiling {size}"] = Metric(
+                f"{label} at which the busiest of {_plural(size)} saturates", "ops/s"
+            )
     for repeat in range(options.repeats):
         for size in SIZES:
             var = VAR / f"cluster-{size}-{os.getpid()}-{time.monotonic_ns()}"
@@ -146,19 +183,20 @@ def run(options: Options) -> None:
                 for client in range(CLIENTS):
                     _prepare(settings, client)
                 for kind in ("append", "read"):
-                    value = _measure(settings, kind, seconds)
+                    value, ceiling = _measure(settings, topology, kind, seconds)
                     metrics[f"{kind} {size}"].add(value)
-                    log(f"cluster repeat {repeat + 1}: {size} primaries, {kind}: {value:,.0f}/s")
+                    metrics[f"{kind} ceiling {size}"].add(ceiling)
+                    rates = f"{value:,.0f}/s, ceiling {ceiling:,.0f}/s"
+                    log(f"cluster {repeat + 1}: {_plural(size)}, {kind} {rates}")
             finally:
                 stack.stop()
-    ratios = {}
-    for kind in ("append", "read"):
-        one, three = metrics[f"{kind} 1"].summary()["median"], metrics[f"{kind} 3"].summary()["median"]
-        ratios[f"{kind} 3/1"] = three / one if one else float("nan")
     ratio_metrics = []
-    for name, value in ratios.items():
-        metric = Metric(f"{name} primaries throughput ratio", "x")
-        metric.add(value)
-        ratio_metrics.append(metric)
+    for kind in ("append", "read"):
+        for what in ("", "ceiling "):
+            one = metrics[f"{kind} {what}1"].summary()["median"]
+            three = metrics[f"{kind} {what}3"].summary()["median"]
+            metric = Metric(f"{kind} {what or 'measured '}3 primaries / 1 primary", "x")
+            metric.add(three / one if one else float("nan"))
+            ratio_metrics.append(metric)
     extra = {"clients": CLIENTS, "streams_per_client": STREAMS, "pipeline": PIPELINE, "seconds": seconds}
     write_result("cluster", options, [*metrics.values(), *ratio_metrics], extra)
