@@ -33,10 +33,14 @@ from shared.store import (
     Limits,
     MessageStore,
 )
+from shared.store.cluster import store_for
+from shared.streams.cluster import ClusterStreamRuntime
 from shared.streams.runtime import StreamRuntime
 from shared.streams.tails import tail_client
 from shared.webhooks import WebhookStore
 
+#: A Redis Cluster failing over (a node lost, its slots not served yet): an outage, 503.
+CLUSTER_OUTAGES = (redis.exceptions.ClusterDownError, redis.exceptions.RedisClusterException)
 #: How long a cancel call waits for a running generation to reach its terminal state.
 CANCEL_WAIT_SECONDS = 5.0
 #: Retry-After of a 529 (queue full) and of a 429 for too many messages in flight.
@@ -69,15 +73,26 @@ def build_services(settings: ApiSettings) -> Services:
     client = redis_client(
         settings, "sluice-api", max_connections=settings.api_redis_connections, retry_on_timeout=True
     )
-    store = MessageStore(
+    # With SLUICE_STORE_CLUSTER_NODES the message keys live on a Redis Cluster (``store.messages``)
+    # and the live tails read it with wakes instead of a multiplexed XREAD (shared/streams/cluster.py).
+    store = store_for(
+        settings,
         client,
+        "sluice-api-store",
         retention_seconds=settings.retention_seconds,
         active_ttl_seconds=settings.active_ttl_seconds,
         stream_maxlen=settings.stream_maxlen,
     )
-    stream_runtime = StreamRuntime(
-        client,
-        tail_client(settings, "sluice-api-tail"),
+    # With SLUICE_STORE_CLUSTER_NODES the streams live on the cluster (``store.messages``) and the
+    # live tails are woken by sharded pub/sub instead of a multiplexed XREAD.
+    runtime_class, reads, tails = (
+        (ClusterStreamRuntime, store.messages, store.messages)
+        if settings.store_cluster_nodes
+        else (StreamRuntime, client, tail_client(settings, "sluice-api-tail"))
+    )
+    stream_runtime = runtime_class(
+        reads,
+        tails,
         mailbox_events=settings.hub_mailbox_events,
         max_readers=settings.api_tail_connections,
     )
@@ -173,8 +188,9 @@ def submit(
         admission = svc.store.create(
             sid, body, fields, tenant=tenant, idempotency=idempotency, limits=limits, task=task
         )
-    except (redis.ConnectionError, redis.TimeoutError) as exc:
-        # Redis is the broker too; the message and its task are stored together or not at all.
+    except (redis.ConnectionError, redis.TimeoutError, *CLUSTER_OUTAGES) as exc:
+        # Redis is the broker too; the message and its task are stored together or not at all
+        # (in Redis Cluster mode, a create cut short is finished or dropped: shared/store/cluster.py).
         raise unavailable("The task queue is unavailable; try again.") from exc
     except redis.exceptions.OutOfMemoryError as exc:  # type: ignore[attr-defined]  # (types-redis lacks it)
         # Redis at maxmemory with noeviction refuses the whole script: nothing stored or queued.

@@ -19,6 +19,7 @@ ORDER = (
     "scale",
     "batches",
     "ha",
+    "cluster",
     "capacity",
 )
 

@@ -1,7 +1,9 @@
 """``make run``: start redis-server (unless ``SLUICE_REDIS_URL`` or ``SLUICE_REDIS_SENTINELS`` is
 set; with ``SLUICE_REDIS_HA=1``, a Sentinel-managed primary, replica and three sentinels instead),
 a prefork worker for the local models, a thread-pool worker for upstream queues (when the registry
-has any), the API under gunicorn and Flower; wait for readiness; stop all on a signal."""
+has any), the API under gunicorn and Flower; wait for readiness; stop all on a signal. With
+``SLUICE_STORE_CLUSTER=1`` (and no ``SLUICE_STORE_CLUSTER_NODES``), also a local Redis Cluster of
+three primaries and three replicas for the message store (``deploy/redis_cluster.py``)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.probes import free_port, port_open
+from deploy.redis_cluster import start_cluster
 from deploy.redis_ha import start_topology
 from deploy.stack import ROOT, Stack
 from shared.celery_config import LOCAL_QUEUE, WEBHOOK_QUEUE
@@ -74,6 +77,9 @@ def main() -> int:
         elif "redis_url" not in settings.model_fields_set and not settings.redis_sentinels:
             url = stack.start_redis(free_port() if port_open(6379) else 6379)
             print(f"redis:   {url} (data in {var_dir / 'logs' / 'redis'})")
+        if settings.store_cluster and not settings.store_cluster_nodes:
+            cluster = start_cluster(stack, password=settings.redis_password)
+            print(f"store:   Redis Cluster, 3 primaries + 3 replicas: {cluster.addresses}")
         for index, plan in enumerate(worker_plan(registry, settings)):
             port = (
                 settings.worker_metrics_port + index

@@ -63,17 +63,25 @@ class BatchReading:
                 out.append(f'{{"custom_id":{json.dumps(custom_id)},"result":{line}}}\n')
             yield "".join(out)
 
-    def requests_page(self, tenant: str, batch_id: str, offset: int, limit: int) -> list[dict[str, Any]]:
+    def requests_page(
+        self, tenant: str, batch_id: str, offset: int, limit: int, *, messages: Any = None
+    ) -> list[dict[str, Any]]:
         """A page of the batch's requests: custom id, message id and where each stands now
-        (``waiting`` until fed, then its message's status, or its result once recorded)."""
+        (``waiting`` until fed, then its message's status, or its result once recorded).
+        ``messages``: the client of the message store when it is not this one (Redis Cluster
+        mode, ``MessageStore.messages``)."""
         keys = batch_keys(scoped_id(tenant, batch_id))
         custom_ids: list[str] = self.redis.lrange(keys.custom_ids, offset, offset + limit - 1)
         message_ids = [request_message_id(batch_id, c) for c in custom_ids]
         pipe = self.redis.pipeline(transaction=False)
         pipe.hmget(keys.results, [str(offset + i) for i in range(len(custom_ids))])
+        elsewhere = messages is not None and messages is not self.redis
+        reads = messages.pipeline(transaction=False) if elsewhere else pipe
         for message_id in message_ids:
-            pipe.hget(message_keys(scoped_id(tenant, message_id)).status, "status")
+            reads.hget(message_keys(scoped_id(tenant, message_id)).status, "status")
         results, *statuses = pipe.execute()
+        if elsewhere:
+            statuses = reads.execute()
         page = []
         for custom_id, message_id, result, state in zip(
             custom_ids, message_ids, results, statuses, strict=True

@@ -24,7 +24,7 @@ def result_line(store: MessageStore, message_sid: str, status: dict[str, str] | 
     if state == "error":
         return ERRORED, errored_line(status.get("error_message") or "generation failed")
     try:
-        message = accumulate(json.loads(e.data) for e in StreamReads(store.redis).replay(message_sid))
+        message = accumulate(json.loads(e.data) for e in StreamReads(store.messages).replay(message_sid))
     except StreamError as exc:
         return ERRORED, errored_line(exc.message, exc.error_type)
     message["id"] = public_id(message_sid)

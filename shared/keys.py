@@ -13,7 +13,9 @@ bodies and events use public ids (``public_id``).
 
 Layout (``sluice:`` prefix):
 
-- ``msg:{<sid>}:status|request|events|cancel|lock`` — one message (``MessageKeys``)
+- ``msg:{<sid>}:status|request|events|cancel|lock`` — one message (``MessageKeys``); with
+  ``SLUICE_STORE_CLUSTER_NODES`` these (and the sharded channel ``msg:{<sid>}:wake``) live on
+  the Redis Cluster, everything else on the control Redis
 - ``pending``, ``running``, ``workers`` — sorted sets across all tenants
 - ``tenant:{<tenant>}:active|rate|bytes|streams`` — a tenant's concurrency, rate bucket,
   stored bytes and open streams
@@ -135,6 +137,12 @@ class MessageKeys:
     def lock(self) -> str:
         """String with a lease: the worker that may write the stream."""
         return f"{self._base}:lock"
+
+    @property
+    def wake(self) -> str:
+        """Sharded pub/sub channel (not a key; Redis Cluster mode only): the id of each new stream
+        entry, to wake the tail readers. It shares the message's hash slot."""
+        return f"{self._base}:wake"
 
     def all(self) -> tuple[str, ...]:
         """Every key of the message, for TTLs and deletion."""

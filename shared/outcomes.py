@@ -60,7 +60,7 @@ class Outcomes:
         deliveries = 0
         tenant = status.get("tenant") or ANONYMOUS
         flag = FlagEmittedScript(status_key=message_keys(message_sid).status)
-        if self.store.redis.hlen(webhook_endpoints(tenant)) and self.store.scripts.run(flag):
+        if self.store.redis.hlen(webhook_endpoints(tenant)) and self.store.message_scripts.run(flag):
             deliveries += self.hooks.emit(tenant, MESSAGE_EVENTS[status["status"]], public_id(message_sid))
         batch_sid = status.get("batch_key")
         if batch_sid:

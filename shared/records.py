@@ -54,6 +54,10 @@ class ClaimOutcome(StrEnum):
     ERROR = "error"
     #: It does not exist (deleted or expired).
     GONE = "gone"
+    #: Redis Cluster mode only: admitted (its task queued) but its message not written yet, its
+    #: create being between its two halves; ``ClusterMessageStore.claim`` tries again, then
+    #: drops the reservation and answers ``GONE``.
+    NOT_YET = "not_yet"
 
 
 #: The claim outcomes that hand the message to the claiming run.

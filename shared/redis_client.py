@@ -5,6 +5,9 @@ Two modes, chosen by settings: ``SLUICE_REDIS_URL`` (one Redis server), or
 every new connection asks the sentinels where the primary is, so after a failover each
 client follows by itself). The broker (kombu's ``sentinel://`` transport) and the message
 store always talk to the same primary: the submit script pushes the task on it.
+
+With ``SLUICE_STORE_CLUSTER_NODES`` the message store (per-message keys) moves to a Redis
+Cluster (``store_client``); everything else stays on the Redis above, the *control* Redis.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from typing import Any
 from urllib.parse import quote
 
 import redis
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import MasterDownError, ReadOnlyError, ResponseError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
@@ -124,6 +128,59 @@ def reader_client(settings: SharedSettings, name: str, *, block_ms: int) -> redi
     """A client for blocking reads (``XREAD BLOCK block_ms``): one connection per concurrent
     reader, never cut short while blocked (its socket timeout outlasts the block)."""
     return redis_client(settings, name, socket_timeout=block_ms / 1000 + READ_TIMEOUT_MARGIN_SECONDS)
+#: What a cluster client (not a worker's) retries on a lost node or a moved slot: a failover
+#: inside the cluster (node timeout + election) takes a few seconds.
+CLUSTER_RETRIES = 8
+
+
+def cluster_client(
+    settings: SharedSettings,
+    name: str,
+    *,
+    max_connections: int | None = None,
+    resend: bool = True,
+    socket_timeout: float | None = None,
+) -> RedisCluster:
+    """A client of the Redis Cluster that holds the message store (``SLUICE_STORE_CLUSTER_NODES``):
+    the same options as ``redis_client`` (decoded replies, keepalive, password, timeouts), one
+    pool per node. After a failover inside the cluster it learns the new slot owners by itself
+    (MOVED replies, a refresh of the slot map after a lost node).
+
+    ``resend=False`` (workers): a command whose node was lost is never sent again; the caller
+    sees the error (``redis.ConnectionError``), as with ``redis_client``."""
+    assert settings.store_cluster_nodes, "SLUICE_STORE_CLUSTER_NODES is not set"
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+        "client_name": name,
+        "socket_connect_timeout": 2.0,
+    }
+    if settings.redis_password:
+        options["password"] = settings.redis_password
+    if socket_timeout is not None:
+        options["socket_timeout"] = socket_timeout
+    if max_connections is not None:
+        options.update(max_connections=max_connections, connection_pool_class=redis.BlockingConnectionPool)
+    retries = CLUSTER_RETRIES if resend else 0
+    retry = Retry(ExponentialBackoff(base=0.1, cap=1.0) if resend else NoBackoff(), retries)
+    nodes = [ClusterNode(host, port) for host, port in parse_addresses(settings.store_cluster_nodes)]
+    return RedisCluster(startup_nodes=nodes, retry=retry, **options)
+
+
+def store_client(
+    settings: SharedSettings,
+    control: redis.Redis,
+    name: str,
+    *,
+    max_connections: int | None = None,
+    resend: bool = True,
+) -> redis.Redis | RedisCluster:
+    """Where the message store's per-message keys live: the cluster client with
+    ``SLUICE_STORE_CLUSTER_NODES``, else ``control`` itself (one Redis for everything)."""
+    if not settings.store_cluster_nodes:
+        return control
+    return cluster_client(settings, name, max_connections=max_connections, resend=resend)
 
 
 def _url_connection_class(url: str) -> type[redis.Connection] | type[redis.UnixDomainSocketConnection]:

@@ -123,6 +123,9 @@ class SharedSettings(_Base):
     # component finds the primary through them instead of ``redis_url``.
     redis_sentinels: AddressList = None
     redis_sentinel_master: Name = "sluice"
+    # The message store (statuses, requests, event streams, leases) on a Redis Cluster
+    # (``host:port,...`` seed nodes); the broker and the indexes stay on the Redis above.
+    store_cluster_nodes: AddressList = None
     redis_password: OptionalStr = Field(default=None, repr=False)
     retention_seconds: PositiveInt = 3600
     # How long an accepted message may wait or run before its keys expire regardless.
@@ -255,6 +258,9 @@ class DeploySettings(_ApiServing, _WorkerServing, SharedSettings):
     upstream_concurrency: PositiveInt = 32
     # Without a Redis set: a Sentinel-managed primary, a replica and three sentinels (docs/HA.md).
     redis_ha: Bool = False
+    # Without cluster nodes given: start a local Redis Cluster (3 primaries + 3 replicas) for the
+    # message store (docs/HA.md).
+    store_cluster: Bool = False
     # ``maxmemory`` of the redis-server ``make run`` and the tests start (always ``noeviction``).
     redis_maxmemory: Name = "1gb"
     # Logs and data of ``make run`` (default: ``var/`` in the checkout).

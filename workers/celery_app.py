@@ -19,11 +19,11 @@ from celery import Celery, current_app, signals
 from kombu import Queue
 
 from shared.celery_config import CORRELATION_HEADER, LOCAL_QUEUE, WEBHOOK_QUEUE, celery_config
-from shared.leases import Leases
 from shared.logging import bind_message, clear_message, configure_logging
 from shared.models import load_registry
 from shared.routing import STATEFUL_PROVIDERS, private_queue
 from shared.settings import WorkerSettings
+from shared.store.cluster import leases_for
 from workers import metrics
 from workers.feeder import Feeder, FeederThread
 from workers.reaper import requeue_lapsed
@@ -194,7 +194,7 @@ class _Heartbeat:
 
     def _run(self) -> None:
         store = self.runtime.store
-        leases = Leases(store.redis, self.runtime.settings.lock_lease_seconds)
+        leases = leases_for(store, self.runtime.settings.lock_lease_seconds)
         while not self.stopped.is_set():
             with contextlib.suppress(Exception):  # Redis down: keep trying; /ready shows it
                 store.worker_heartbeat(self.hostname)

@@ -85,7 +85,7 @@ class Feeder:
     def sweep(self, sid: str) -> None:
         """Record every in-flight message of the batch that ended (or vanished) unrecorded."""
         inflight = self.batches.inflight(sid)
-        pipe = self.batches.redis.pipeline(transaction=False)
+        pipe = self.outcomes.store.messages.pipeline(transaction=False)  # (a Redis Cluster in cluster mode)
         for message_sid in inflight:
             pipe.hget(message_keys(message_sid).status, "status")
         for message_sid, state in zip(inflight, pipe.execute() if inflight else [], strict=True):

@@ -28,6 +28,7 @@ from shared.store import (
     MessageStore,
     Signal,
 )
+from shared.store.cluster import leases_for
 from workers import affinity, metrics
 from workers.generation import Outcome, SinkUnavailable, resume_generation, run_generation
 from workers.providers.base import Resume
@@ -141,7 +142,7 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str, route: str = 
     ``route``: the private queue of the worker holding the conversation (``shared.routing``)."""
     store, settings = runtime.store, runtime.settings
     decision = affinity.wait_for_holder(store, message_id, route, worker, settings.route_wait_ms / 1000)
-    leases = Leases(store.redis, settings.lock_lease_seconds)
+    leases = leases_for(store, settings.lock_lease_seconds)
     owner = f"{worker}:{os.getpid()}:{secrets.token_hex(4)}"
     claim = _claim_retrying(
         lambda: store.claim(
@@ -160,8 +161,8 @@ def run_message(runtime: Runtime, message_id: str, *, worker: str, route: str = 
     sink = BoundSink(store, message_id, owner, leases.lease_ms, settings.redis_wait_ms)
     with holding_lease(leases, message_id, owner):
         if claim.outcome is ClaimOutcome.EXHAUSTED:
-            state = stored_resume_state(store.redis, message_id)
-            if store.redis.exists(message_keys(message_id).cancel):  # a cancel asked for wins
+            state = stored_resume_state(store.messages, message_id)
+            if store.messages.exists(message_keys(message_id).cancel):  # a cancel asked for wins
                 return _end_abandoned(sink, state, Ending.cancelled())
             return _give_up(sink, f"its worker was lost more than {settings.max_resumes} times", state)
         outcome = _run_claimed(runtime, sink, claim, worker)
@@ -219,13 +220,13 @@ def _run_claimed(runtime: Runtime, sink: BoundSink, claim: Claim, worker: str) -
     spec = runtime.registry.resolve(status.get("model", "default"))
     if request is None or spec is None:
         reason = "request expired" if request is None else f"unknown model {status.get('model')!r}"
-        so_far = stored_resume_state(store.redis, message_id) if resumed else ResumeState(started=False)
+        so_far = stored_resume_state(store.messages, message_id) if resumed else ResumeState(started=False)
         final = _end_abandoned(sink, so_far, Ending.error("api_error", reason))
         return Outcome(final if final in TERMINAL_STATUSES else ERROR, error_message=reason)
     max_tokens = min(request.get("max_tokens") or spec.default_max_tokens, spec.max_output_tokens)
     provider = runtime.provider_for(spec)
     coalesce = runtime.settings.coalesce_ms / 1000
-    state = stored_resume_state(store.redis, message_id) if resumed else None
+    state = stored_resume_state(store.messages, message_id) if resumed else None
     if state is None or not state.started:  # nothing was written yet: a plain (re)start
         queue_wait_ms = round((time.time() - float(status.get("created_ts", time.time()))) * 1000, 1)
         stateful = spec.provider in STATEFUL_PROVIDERS

@@ -15,6 +15,7 @@ from shared.models import ModelRegistry, ModelSpec, load_registry
 from shared.outcomes import Outcomes
 from shared.settings import WorkerSettings
 from shared.store import MessageStore
+from shared.store.cluster import store_for
 from shared.webhooks import WebhookStore
 from workers.providers.base import Provider
 from workers.providers.registry import build_provider
@@ -28,9 +29,13 @@ def redis_client(settings: WorkerSettings) -> redis.Redis:
 
 
 def message_store(settings: WorkerSettings, client: redis.Redis) -> MessageStore:
-    """The store with this deployment's retention and caps."""
-    return MessageStore(
+    """The store with this deployment's retention and caps (its message keys on a Redis Cluster
+    with ``SLUICE_STORE_CLUSTER_NODES``, never resending a command there either)."""
+    return store_for(
+        settings,
         client,
+        "sluice-worker-store",
+        resend=False,
         retention_seconds=settings.retention_seconds,
         active_ttl_seconds=settings.active_ttl_seconds,
         stream_maxlen=settings.stream_maxlen,

@@ -166,7 +166,7 @@ def list_batch_requests(batch_id: str) -> Response:
     meta = _meta(svc, batch_id)
     offset = _int_arg("offset", 0, 0, int(meta["total"]))
     limit = _int_arg("limit", 100, 1, LIST_MAX)
-    data = svc.batches.requests_page(current_tenant(), batch_id, offset, limit)
+    data = svc.batches.requests_page(current_tenant(), batch_id, offset, limit, messages=svc.store.messages)
     return jsonify({"data": data, "offset": offset, "total": int(meta["total"])})
 
 

@@ -13,10 +13,13 @@ def health() -> Response:
 
 
 def ready() -> Response:
-    """Readiness: Redis answers and at least one worker consumes."""
+    """Readiness: Redis answers (in Redis Cluster mode, every primary of the message store's
+    cluster too) and at least one worker consumes."""
     svc = services()
     try:
         svc.redis.ping()
+        if svc.store.messages is not svc.redis:
+            svc.store.messages.ping(target_nodes=svc.store.messages.PRIMARIES)
         workers = svc.store.live_workers()
         redis_ok = True
     except Exception:  # any Redis failure means not ready

@@ -70,10 +70,14 @@ class StoreCore(StoreReads):
         if script_flags is None:
             script_flags = not type(client).__module__.startswith("fakeredis")
         self.redis = client
+        #: Where a message's own keys live: ``client`` itself, or a Redis Cluster in cluster mode
+        #: (``shared.store.cluster``), with the scripts that run there.
+        self.messages: Any = client
         self.retention_seconds = retention_seconds
         self.active_ttl_seconds = active_ttl_seconds
         self.stream_maxlen = stream_maxlen
         self.scripts = Scripts(client, self.SCRIPTS, flags=script_flags)
+        self.message_scripts = self.scripts
 
     def _tenant_keys(self, message_id: str) -> TenantKeys:
         """The shared keys ``message_id`` is counted in (read from its status hash)."""

@@ -23,7 +23,7 @@ def _claimed(store: MessageStore, message_id: str = "m1"):
 
 
 def _types(store: MessageStore, message_id: str = "m1") -> list[str]:
-    return [event.type for event in StreamReads(store.redis).replay(message_id)]
+    return [event.type for event in StreamReads(store.messages).replay(message_id)]
 
 
 def test_a_cancel_found_after_a_lost_worker_closes_the_open_block(store: MessageStore):
@@ -36,7 +36,7 @@ def test_a_cancel_found_after_a_lost_worker_closes_the_open_block(store: Message
         ev.text_delta(0, "hi"),
     ]
     store.append("m1", written, {"output_tokens": 2}, owner="w", lease_ms=60_000)
-    state = resume_state(StreamReads(store.redis).replay("m1"))
+    state = resume_state(StreamReads(store.messages).replay("m1"))
     assert _end_abandoned(sink, state, Ending.cancelled()) == Status.CANCELLED
     assert _types(store)[-3:] == ["content_block_stop", "message_delta", "message_stop"]
     message = accumulate(_decoded(store))
@@ -55,4 +55,4 @@ def test_an_expired_request_ends_with_message_start_first(store: MessageStore):
 
 
 def _decoded(store: MessageStore, message_id: str = "m1") -> list[dict]:
-    return [json.loads(event.data) for event in StreamReads(store.redis).replay(message_id)]
+    return [json.loads(event.data) for event in StreamReads(store.messages).replay(message_id)]
