@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup run test test-distributed test-ha check bench clean redis-server chromium
+.PHONY: setup run test test-distributed test-ha test-cluster check bench clean redis-server chromium
 
 setup: $(STAMP) redis-server
 
@@ -42,6 +42,11 @@ test-distributed: setup
 
 test-ha: setup
 	$(PY) -m pytest tests/ha -q
+
+# The message store on a local Redis Cluster (3 primaries + 3 replicas): pipeline, resume,
+# cancel, delete, a primary failover inside the cluster. Also part of `make test`.
+test-cluster: setup
+	$(PY) -m pytest tests/cluster -q
 
 check: setup
 	$(VENV)/bin/ruff check .
