@@ -15,11 +15,13 @@ from typing import Any
 import redis
 
 from shared.batch_model import IN_PROGRESS, request_message_id
+from shared.batch_scripts import Advance, AdvanceScript
 from shared.broker import TaskMessages
 from shared.keys import BATCHES_ACTIVE, batch_keys, scoped_id
 from shared.models import ModelRegistry
 from shared.priority import Placement
 from shared.store import MessageStore
+from shared.store.script import Scripts
 
 #: The band of a batch's first ``head`` requests and of the rest; both below interactive traffic
 #: (the default priority's band is 5).
@@ -42,7 +44,7 @@ class BatchFeeding:
     window: int
     head_requests: int
     max_inflight: int
-    _advance: Any
+    scripts: Scripts
 
     def feed(self, sid: str, store: MessageStore, tasks: TaskMessages, registry: ModelRegistry) -> Fed:
         """Top the batch's window up: create its next requests as messages (each with its task,
@@ -71,12 +73,19 @@ class BatchFeeding:
             task = tasks.generate(message_sid, placement.queue, placement.band, "")
             store.create(message_sid, params, fields, tenant=tenant, task=task)
             message_ids.append(message_sid)
-        advanced = self._advance(keys=[keys.meta, keys.inflight], args=[fed, fed + count, *message_ids])
-        if not advanced:
+        advance = AdvanceScript(
+            meta_key=keys.meta,
+            inflight_key=keys.inflight,
+            expected_fed=fed,
+            new_fed=fed + count,
+            message_sids=tuple(message_ids),
+        )
+        advanced = self.scripts.run(advance)
+        if advanced is Advance.STOPPED:
             # Cancelled meanwhile: what this call created is not counted anywhere; stop it.
-            if self.redis.hget(keys.meta, "status") != IN_PROGRESS:
-                for message_sid in message_ids:
-                    store.cancel(message_sid)
+            for message_sid in message_ids:
+                store.cancel(message_sid)
+        if advanced is not Advance.ADVANCED:
             return Fed(0)
         return Fed(count)
 

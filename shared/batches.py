@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 
 import redis
 
-from shared import batch_scripts as lua
 from shared.batch_feed import BatchFeeding, Fed
 from shared.batch_model import (
     CANCELING,
@@ -37,9 +36,11 @@ from shared.batch_model import (
 )
 from shared.batch_reads import BatchReading
 from shared.batch_results import CANCELED, EXPIRED, RESULT_KINDS
+from shared.batch_scripts import BATCH_SCRIPTS, Recorded, RecordScript, Stopped, StopScript
 from shared.keys import BATCHES_ACTIVE, batch_keys, scoped_id, tenant_batches
 from shared.settings import SharedSettings
 from shared.store import now_iso
+from shared.store.script import Scripts
 
 __all__ = [
     "CANCELED",
@@ -51,6 +52,8 @@ __all__ = [
     "BatchRequest",
     "BatchStore",
     "Fed",
+    "Recorded",
+    "Stopped",
     "new_batch_id",
     "request_message_id",
 ]
@@ -75,9 +78,7 @@ class BatchStore(BatchReading, BatchFeeding):
         self.window = window
         self.head_requests = head_requests
         self.max_inflight = max_inflight
-        self._record = client.register_script(lua.RECORD)
-        self._stop = client.register_script(lua.STOP)
-        self._advance = client.register_script(lua.ADVANCE)
+        self.scripts = Scripts(client, BATCH_SCRIPTS, flags=True)
 
     @classmethod
     def for_settings(cls, client: redis.Redis, settings: SharedSettings) -> BatchStore:
@@ -150,36 +151,32 @@ class BatchStore(BatchReading, BatchFeeding):
 
     # -- stopping and recording ------------------------------------------------------------------
 
-    def stop(self, sid: str, ending: str) -> tuple[bool, list[str]] | None:
-        """Stop feeding ``sid`` (cancel: ``canceled``, deadline: ``expired``); returns (ended now,
-        the in-flight message ids to cancel), or None when it was not in progress."""
-        keys = batch_keys(sid)
+    def stop(self, sid: str, ending: str) -> Stopped | None:
+        """Stop feeding ``sid`` (cancel: ``canceled``, deadline: ``expired``); returns whether that
+        ended it and the in-flight message ids to cancel, or None when it was not in progress."""
         status = CANCELING if ending == CANCELED else IN_PROGRESS
-        reply = self._stop(
-            keys=[keys.meta, keys.results, keys.inflight, BATCHES_ACTIVE, *keys.all()],
-            args=[now_iso(), self.retention_seconds, sid, ending, status],
+        call = StopScript(
+            **StopScript.batch(sid),
+            now=now_iso(),
+            retention=self.retention_seconds,
+            ending=ending,
+            new_status=status,
         )
-        if int(reply[0]) < 0:
-            return None
-        return bool(int(reply[0])), [str(m) for m in reply[1:]]
+        return self.scripts.run(call)
 
-    def record(self, sid: str, message_sid: str, index: int, kind: str, line: str) -> tuple[bool, bool]:
-        """Record the end of a batch's message once; returns (recorded now, the batch ended now)."""
-        keys = batch_keys(sid)
-        recorded, ended = self._record(
-            keys=[keys.meta, keys.results, keys.inflight, BATCHES_ACTIVE, *keys.all()],
-            args=[
-                now_iso(),
-                self.retention_seconds,
-                sid,
-                message_sid,
-                index,
-                kind,
-                line,
-                json.dumps({"type": EXPIRED}),
-            ],
+    def record(self, sid: str, message_sid: str, index: int, kind: str, line: str) -> Recorded:
+        """Record the end of a batch's message once; says whether it counted now and ended the batch."""
+        call = RecordScript(
+            **RecordScript.batch(sid),
+            now=now_iso(),
+            retention=self.retention_seconds,
+            message_sid=message_sid,
+            index=index,
+            kind=kind,
+            line=line,
+            expired_line=json.dumps({"type": EXPIRED}),
         )
-        return bool(recorded), bool(ended)
+        return self.scripts.run(call)
 
     def inflight(self, sid: str) -> list[str]:
         """Storage ids of the batch's messages fed and not yet recorded."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.batch_results import result_line
-from shared.batches import BatchStore
+from shared.batches import BatchStore, Recorded
 from shared.keys import message_keys, public_id, webhook_endpoints
 from shared.store import ANONYMOUS, TERMINAL_STATUSES, MessageStore
 from shared.store.script import ScriptCall, key
@@ -72,8 +72,8 @@ class Outcomes:
     def record(self, batch_sid: str, message_sid: str, index: int, kind: str, line: str, tenant: str) -> int:
         """Record one result; the record that completes the batch sends ``batch.ended`` (returns the
         deliveries that queued)."""
-        _, ended = self.batches.record(batch_sid, message_sid, index, kind, line)
-        return self.batch_ended(batch_sid, tenant) if ended else 0
+        recorded = self.batches.record(batch_sid, message_sid, index, kind, line)
+        return self.batch_ended(batch_sid, tenant) if recorded is Recorded.ENDED else 0
 
     def batch_ended(self, batch_sid: str, tenant: str) -> int:
         """Send ``batch.ended`` for a batch that just ended; returns the deliveries queued."""

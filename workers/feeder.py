@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from shared.batch_results import ERRORED, EXPIRED, errored_line
@@ -25,6 +26,7 @@ from shared.models import ModelRegistry
 from shared.outcomes import Outcomes
 from shared.settings import WorkerSettings
 from shared.store import TERMINAL_STATUSES
+from shared.store.script import ScriptCall, key
 from workers.webhooks import claim_lease, dispatch_due
 
 log = logging.getLogger("sluice.worker")
@@ -32,13 +34,36 @@ log = logging.getLogger("sluice.worker")
 #: The leader's lease; renewed every tick.
 LEADER_LEASE_MS = 5000
 
-# KEYS: leader. ARGV: me, lease ms. 1 if ``me`` leads (now or still).
-_LEAD = """
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
+
+class Lead(StrEnum):
+    """Who leads the feeder after a ``LeadScript``."""
+
+    #: This worker took the lease (nobody held it, or it lapsed).
+    TAKEN = "taken"
+    #: This worker led already; its lease is renewed.
+    RENEWED = "renewed"
+    #: Another worker holds the lease.
+    OTHER = "other"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeadScript(ScriptCall[Lead]):
+    """Take or renew the feeder's leader lease for ``identity``, unless another worker holds it."""
+
+    leader_key: str = key()
+    identity: str
+    lease_ms: int
+
+    BODY = """
+local holder = redis.call('GET', leader_key)
+if holder and holder ~= identity then return 'other' end
+redis.call('SET', leader_key, identity, 'PX', lease_ms)
+return holder and 'renewed' or 'taken'
 """
+
+    def parse(self, reply: Any) -> Lead:
+        """Who leads now."""
+        return Lead(reply)
 
 
 @dataclass
@@ -59,8 +84,8 @@ class Feeder:
 
     def tick(self, app: Any = None) -> None:
         """One round over every active batch, then the due webhook deliveries (leader only)."""
-        redis = self.outcomes.store.redis
-        if not redis.register_script(_LEAD)(keys=[FEEDER_LEADER], args=[self.identity, LEADER_LEASE_MS]):
+        lead = LeadScript(leader_key=FEEDER_LEADER, identity=self.identity, lease_ms=LEADER_LEASE_MS)
+        if self.outcomes.store.scripts.run(lead) is Lead.OTHER:
             return
         active = self.batches.active()
         self.turn = (self.turn + 1) % max(1, len(active))
@@ -107,10 +132,9 @@ class Feeder:
         stopped = self.batches.stop(sid, ending)
         if stopped is None:
             return
-        ended, inflight = stopped
-        if ended:
+        if stopped.ended:
             self.outcomes.batch_ended(sid, tenant)
-        for message_sid in inflight:
+        for message_sid in stopped.inflight:
             self.outcomes.store.cancel(message_sid)
             self.outcomes.message_ended(message_sid)
 

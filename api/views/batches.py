@@ -189,10 +189,9 @@ def cancel_batch(batch_id: str) -> Response:
     sid = scoped_id(tenant, batch_id)
     stopped = svc.batches.stop(sid, CANCELED)
     if stopped is not None:
-        ended, inflight = stopped
-        if ended:
+        if stopped.ended:
             svc.outcomes.batch_ended(sid, tenant)
-        for message_sid in inflight:
+        for message_sid in stopped.inflight:
             svc.store.cancel(message_sid)
             svc.outcomes.message_ended(message_sid)  # a pending one ended just now: record it
     return jsonify(batch_body(_meta(svc, batch_id)))

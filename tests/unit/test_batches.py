@@ -98,8 +98,8 @@ def test_stop_counts_every_unfed_request_at_once(store, batches, ending):
     batches.feed(batch_id, store, TaskMessages(), REGISTRY)
     stopped = batches.stop(batch_id, ending)
     assert stopped is not None
-    ended, inflight = stopped
-    assert not ended and len(inflight) == 4
+    inflight = stopped.inflight
+    assert not stopped.ended and len(inflight) == 4
     meta = batches.get("anonymous", batch_id)
     assert meta is not None and meta[ending] == "996"
     assert batches.feed(batch_id, store, TaskMessages(), REGISTRY).created == 0
