@@ -34,7 +34,7 @@ from shared import events as ev
 from shared.keys import message_keys
 from shared.settings import Settings
 from shared.store.cluster import ClusterMessageStore, store_for
-from shared.store.cluster_scripts import WakingAppendScript
+from shared.store.cluster_end_scripts import WakingAppendScript
 from shared.streams.cluster import queue_tail_read
 from shared.streams.reads import StreamReads
 

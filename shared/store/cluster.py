@@ -12,8 +12,9 @@ ordered so that a crash between them never loses an accepted message nor runs on
   Idempotency-Key writes the message itself.
 - claim: listed as running first (so a crash leaves the reaper a trace), then the message half
   (the truth), then out of pending.
-- finish, delete: the message half is the truth; the control half follows. A crash between them
-  leaves index entries the reaper repairs (``ClusterLeases``).
+- finish, delete (``cluster_ending``): the message half is the truth; the control half follows.
+  A crash between them leaves index entries the reaper repairs (``ClusterLeases``, in
+  ``cluster_leases``).
 
 Without ``SLUICE_STORE_CLUSTER_NODES`` none of this runs: ``store_for`` builds the plain
 ``MessageStore`` with its single atomic scripts.
@@ -32,65 +33,38 @@ import redis
 from shared import events as ev
 from shared import keys as keys_mod
 from shared.broker import TaskMessage
-from shared.ending import Ending, StreamSoFar, ending_events
 from shared.keys import (
     ANONYMOUS,
     PENDING,
     RUNNING,
-    TENANT_SEP,
     message_keys,
     rate_bucket,
     tenant_active,
     tenant_bytes,
     tenant_stored,
 )
-from shared.leases import REQUEUE_GRACE_SECONDS, Leases, Requeue
-from shared.records import (
-    TOMBSTONE,
-    TOMBSTONE_TTL_MS,
-    Admission,
-    AdmissionOutcome,
-    Claim,
-    ClaimOutcome,
-    Limits,
-    now_iso,
-)
+from shared.leases import Leases
+from shared.records import Admission, AdmissionOutcome, Claim, ClaimOutcome, Limits, now_iso
 from shared.redis_client import store_client
 from shared.settings import SharedSettings
 from shared.store import NO_LIMITS, MessageStore, Signal
-from shared.store.base import CANCELLED, PROCESSING, TERMINAL_STATUSES, Status, status_or_none
-from shared.store.base import PENDING as PENDING_STATUS
-from shared.store.cluster_scripts import (
-    MESSAGE_SCRIPTS,
-    AdmitScript,
-    FinishControlScript,
-    ForgetScript,
-    MessageClaimScript,
-    MessageCreateScript,
-    MessageDeleteScript,
-    MessageFinishScript,
-    MessageReapReadScript,
-    MessageRenewScript,
-    WakingAppendScript,
-)
-from shared.store.removal import CANCEL_FLAG_TTL_SECONDS, FlagCancelScript
+from shared.store.base import Status
+from shared.store.cluster_claim_scripts import AdmitScript, MessageClaimScript, MessageCreateScript
+from shared.store.cluster_end_scripts import WakingAppendScript
+from shared.store.cluster_ending import ClusterEndings, tenant_of
+from shared.store.cluster_leases import ClusterLeases
+from shared.store.cluster_scripts import MESSAGE_SCRIPTS
+from shared.store.removal import FlagCancelScript
 from shared.store.script import FieldValues, Scripts
 
 #: How long a claim that finds an admitted message not written yet keeps trying.
 NOT_YET_SECONDS = 10.0
-#: A pending-index entry older than this whose message is not pending is repaired by the reaper.
-PENDING_REPAIR_SECONDS = 60.0
 
 
-def tenant_of(storage_id: str) -> str:
-    """The tenant a storage id belongs to (``shared.keys.scoped_id`` in reverse)."""
-    tenant, sep, _ = storage_id.rpartition(TENANT_SEP)
-    return tenant if sep else ANONYMOUS
-
-
-class ClusterMessageStore(MessageStore):
+class ClusterMessageStore(ClusterEndings, MessageStore):
     """``MessageStore`` over two Redis handles: per-message scripts on the cluster, indexes,
-    tenant counters and the broker on the control Redis."""
+    tenant counters and the broker on the control Redis. Create, claim and append are here;
+    finish, cancel and delete are ``ClusterEndings`` (``shared.store.cluster_ending``)."""
 
     def __init__(self, control: redis.Redis, messages: Any, **options: Any) -> None:
         """``messages``: a ``redis.cluster.RedisCluster``; ``options`` as ``MessageStore``'s."""
@@ -227,7 +201,7 @@ class ClusterMessageStore(MessageStore):
             return Claim(ClaimOutcome.NOT_YET)
         return claim
 
-    # -- append, finish ----------------------------------------------------
+    # -- append ------------------------------------------------------------
 
     def append(
         self,
@@ -254,184 +228,6 @@ class ClusterMessageStore(MessageStore):
             wake_channel=keys.wake,
         )
         return self.message_scripts.run(call)
-
-    def finish(
-        self,
-        message_id: str,
-        status: str,
-        events: Sequence[ev.Event],
-        fields: FieldValues | None = None,
-        *,
-        expected: str = PROCESSING,
-        owner: str = "",
-        wait_ms: int = 0,
-    ) -> Status | None:
-        """As ``MessageStore.finish``: the message half (the truth), then the control half
-        (indexes, the tenant's slot, the idempotency record's retention)."""
-        assert status in TERMINAL_STATUSES
-        keys = message_keys(message_id)
-        call = MessageFinishScript(
-            status_key=keys.status,
-            events_key=keys.events,
-            request_key=keys.request,
-            cancel_key=keys.cancel,
-            lock_key=keys.lock,
-            retention=self.retention_seconds,
-            maxlen=self.stream_maxlen,
-            new_status=status,
-            expected=expected,
-            now_iso=now_iso(),
-            owner=owner,
-            wake_channel=keys.wake,
-            fields=fields or {},
-            events=[ev.encode(event) for event in events],
-        )
-        ended = self._finish_waiting(call, wait_ms) if wait_ms > 0 else self.message_scripts.run(call)
-        if ended.status in TERMINAL_STATUSES:
-            tenant = ended.tenant or ANONYMOUS
-            control = FinishControlScript(
-                running_key=RUNNING,
-                pending_key=PENDING,
-                active_key=tenant_active(tenant),
-                stored_key=tenant_stored(tenant),
-                sizes_key=tenant_bytes(tenant),
-                idempotency_key=ended.idempotency_key,
-                message_id=message_id,
-                retention=self.retention_seconds,
-            )
-            self.scripts.run(control)
-        return ended.status
-
-    def _finish_waiting(self, call: MessageFinishScript, wait_ms: int) -> Any:
-        """The message half of ``finish``, then ``WAIT 1`` on the same connection to the slot's
-        primary (a cluster client would send the ``WAIT`` to some other node)."""
-        node = self.messages.get_node_from_key(call.status_key)
-        pipe = self.messages.get_redis_connection(node).pipeline(transaction=False)
-        self.message_scripts.send(call, client=pipe)
-        try:
-            return call.parse(pipe.wait(1, wait_ms).execute()[0])
-        except redis.ResponseError as exc:
-            if not str(exc).startswith(("MOVED", "ASK")):
-                raise
-        return self.message_scripts.run(call)  # the slot moved: nothing ran there
-
-    # -- cancel, delete ----------------------------------------------------
-
-    def cancel(self, message_id: str) -> Status | None:
-        """As ``MessageStore.cancel``, the flag set on the cluster."""
-        status = status_or_none(self.get_field(message_id, "status"))
-        if status == PENDING_STATUS:
-            model = self.get_field(message_id, "model") or "default"
-            ending = ending_events(StreamSoFar(message_id, model, started=False), Ending.cancelled())
-            status = self.finish(message_id, CANCELLED, ending, expected=PENDING_STATUS)
-        if status == PROCESSING:
-            keys = message_keys(message_id)
-            call = FlagCancelScript(
-                status_key=keys.status, cancel_key=keys.cancel, flag_ttl=CANCEL_FLAG_TTL_SECONDS
-            )
-            status = self.message_scripts.run(call)
-        return status
-
-    def delete(self, message_id: str) -> bool:
-        """As ``MessageStore.delete``: the message and its tombstone on the cluster, then the
-        indexes, the tenant's counters and the idempotency record on the control Redis."""
-        keys = message_keys(message_id)
-        call = MessageDeleteScript(
-            status_key=keys.status,
-            events_key=keys.events,
-            request_key=keys.request,
-            lock_key=keys.lock,
-            cancel_key=keys.cancel,
-            tombstone=TOMBSTONE,
-            tombstone_ttl_ms=TOMBSTONE_TTL_MS,
-            wake_channel=keys.wake,
-        )
-        removed = self.message_scripts.run(call)
-        if removed.status is None:
-            return False
-        self._forget(message_id, removed.tenant or ANONYMOUS, removed.idempotency_key)
-        return True
-
-    def _forget(self, message_id: str, tenant: str, idempotency_key: str | None) -> None:
-        """The control half of a removal: indexes, the tenant's slot and bytes, idempotency."""
-        call = ForgetScript(
-            running_key=RUNNING,
-            pending_key=PENDING,
-            active_key=tenant_active(tenant),
-            stored_key=tenant_stored(tenant),
-            sizes_key=tenant_bytes(tenant),
-            idempotency_key=idempotency_key,
-            message_id=message_id,
-        )
-        self.scripts.run(call)
-
-
-class ClusterLeases(Leases):
-    """Leases whose locks live on the cluster and whose ``running`` index lives on the control
-    Redis; the reaper also repairs index entries a crash between two halves left behind."""
-
-    def __init__(self, store: ClusterMessageStore, lease_seconds: float) -> None:
-        super().__init__(store.redis, lease_seconds)
-        self.store = store
-
-    def renew(self, message_id: str, owner: str) -> bool:
-        """Extend ``owner``'s lock (cluster), then its ``running`` score (control)."""
-        call = MessageRenewScript(lock_key=message_keys(message_id).lock, owner=owner, lease_ms=self.lease_ms)
-        if not self.store.message_scripts.run(call):
-            return False
-        self.redis.zadd(RUNNING, {message_id: time.time() + self.lease_ms / 1000})
-        return True
-
-    def due_for_requeue(self, *, grace: float = REQUEUE_GRACE_SECONDS, limit: int = 100) -> list[Requeue]:
-        """As ``Leases.due_for_requeue``, read on the cluster and acted on in the control Redis.
-        Also queued again: a message still pending that a claim listed as running and never
-        claimed (its worker died between the two). Entries of ended or removed messages leave
-        every index; then old pending entries are checked the same way (``repair_pending``)."""
-        now = time.time()
-        due: list[str] = self.redis.zrangebyscore(RUNNING, "-inf", now, start=0, num=limit)
-        found: list[Requeue] = []
-        for message_id in due:
-            keys = message_keys(message_id)
-            view = self.store.message_scripts.run(
-                MessageReapReadScript(status_key=keys.status, lock_key=keys.lock)
-            )
-            if view.status not in (PROCESSING, PENDING_STATUS):
-                self._drop(message_id)
-            elif view.status == PROCESSING and view.lock_ms > 0:
-                self.redis.zadd(RUNNING, {message_id: now + view.lock_ms / 1000})
-            else:
-                self.redis.zadd(RUNNING, {message_id: now + grace})
-                found.append(Requeue(message_id, view.queue, view.band))
-        self.repair_pending(limit=limit)
-        return found
-
-    def _drop(self, message_id: str) -> None:
-        """Out of the indexes and its tenant's concurrency: the message ended or is gone."""
-        pipe = self.redis.pipeline(transaction=False)
-        for key in (RUNNING, PENDING, tenant_active(tenant_of(message_id))):
-            pipe.zrem(key, message_id)
-        pipe.execute()
-
-    def repair_pending(self, *, older_than: float = PENDING_REPAIR_SECONDS, limit: int = 100) -> int:
-        """Drop the oldest pending-index entries whose message is no longer pending (a crash after
-        a claim or an end, before its control half); returns how many."""
-        old: list[str] = self.redis.zrangebyscore(
-            PENDING, "-inf", time.time() - older_than, start=0, num=limit
-        )
-        if not old:
-            return 0
-        pipe = self.store.messages.pipeline(transaction=False)
-        for message_id in old:
-            pipe.hget(message_keys(message_id).status, "status")
-        repaired = 0
-        for message_id, status in zip(old, pipe.execute(), strict=True):
-            if status == PROCESSING:
-                self.redis.zrem(PENDING, message_id)
-                repaired += 1
-            elif status != PENDING_STATUS:
-                self._drop(message_id)
-                repaired += 1
-        return repaired
 
 
 def store_for(

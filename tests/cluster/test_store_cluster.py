@@ -13,8 +13,10 @@ from shared.broker import TaskMessages
 from shared.keys import PENDING, RUNNING, message_keys, tenant_active, tenant_bytes, tenant_stored
 from shared.records import Limits
 from shared.store import CANCELLED, COMPLETED, PROCESSING, TOMBSTONE, Signal
-from shared.store.cluster import ClusterLeases, leases_for, tenant_of
-from shared.store.cluster_scripts import MessageFinishScript
+from shared.store.cluster import leases_for
+from shared.store.cluster_end_scripts import MessageFinishScript
+from shared.store.cluster_ending import tenant_of
+from shared.store.cluster_leases import ClusterLeases
 from shared.streams.reads import StreamReads
 
 pytestmark = [pytest.mark.integration]

@@ -12,20 +12,24 @@ from redis.crc import key_slot
 from shared import events as ev
 from shared.keys import message_keys, scoped_id
 from shared.store import COMPLETED
-from shared.store import cluster_scripts as cs
-from shared.store.cluster import ClusterLeases, ClusterMessageStore
+from shared.store import cluster_claim_scripts as claim_scripts
+from shared.store import cluster_end_scripts as end_scripts
+from shared.store import cluster_lease_scripts as lease_scripts
+from shared.store.cluster import ClusterMessageStore
+from shared.store.cluster_leases import ClusterLeases
+from shared.store.cluster_scripts import MESSAGE_SCRIPTS
 
 IDS = ["m1", "msg_AbC-123_xyz", scoped_id("f" * 32, "order-42"), scoped_id("0" * 32, "a{b}c")]
 
 #: What the fake cluster answers each message-half script.
 REPLIES: dict[str, Any] = {
-    cs.MessageCreateScript.source(): ["created", ""],
-    cs.MessageClaimScript.source(): ["start", "{}", "status", "processing"],
-    cs.WakingAppendScript.source(): 0,
-    cs.MessageFinishScript.source(): [COMPLETED, "", ""],
-    cs.MessageDeleteScript.source(): ["pending", "", ""],
-    cs.MessageRenewScript.source(): 1,
-    cs.MessageReapReadScript.source(): ["completed", -2, "", "0"],
+    claim_scripts.MessageCreateScript.source(): ["created", ""],
+    claim_scripts.MessageClaimScript.source(): ["start", "{}", "status", "processing"],
+    end_scripts.WakingAppendScript.source(): 0,
+    end_scripts.MessageFinishScript.source(): [COMPLETED, "", ""],
+    end_scripts.MessageDeleteScript.source(): ["pending", "", ""],
+    lease_scripts.MessageRenewScript.source(): 1,
+    lease_scripts.MessageReapReadScript.source(): ["completed", -2, "", "0"],
 }
 
 
@@ -74,7 +78,8 @@ def test_message_half_scripts_declare_only_keys_of_one_slot():
         store.delete(message_id)
         leases.renew(message_id, "o")
     sent = {source for source, _, _ in cluster.calls}
-    assert {call.source() for call in cs.MESSAGE_SCRIPTS} - {cs.MessageReapReadScript.source()} <= sent
+    reap_read = lease_scripts.MessageReapReadScript.source()
+    assert {call.source() for call in MESSAGE_SCRIPTS} - {reap_read} <= sent
     for source, keys, args in cluster.calls:
         names = [*keys, *(arg for arg in args if isinstance(arg, str) and arg.endswith(":wake"))]
         assert len({_slot(name) for name in names}) == 1, (source[:40], names)
@@ -82,5 +87,5 @@ def test_message_half_scripts_declare_only_keys_of_one_slot():
 
 def test_message_half_scripts_name_no_key_of_their_own():
     """No message-half script builds a key name itself (it could land in another slot)."""
-    for call in cs.MESSAGE_SCRIPTS:
+    for call in MESSAGE_SCRIPTS:
         assert "sluice:" not in call.source(), call.__name__
