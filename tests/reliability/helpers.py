@@ -58,10 +58,21 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
 class Watcher:
     """Reads a message's SSE stream on a thread, reconnecting with Last-Event-ID on drops."""
 
-    def __init__(self, apis: list[str], message_id: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        apis: list[str],
+        message_id: str,
+        headers: dict[str, str] | None = None,
+        *,
+        stall_seconds: float | None = None,
+    ) -> None:
         self.apis = apis
         self.message_id = message_id
         self.headers = headers or {}
+        #: Reconnect (with Last-Event-ID) after this long with only pings, as a cautious client
+        #: would; ``stalls`` counts how often that happened.
+        self.stall_seconds = stall_seconds
+        self.stalls = 0
         self.frames: list[Frame] = []
         self.connections = 0
         self.done = threading.Event()
@@ -82,9 +93,14 @@ class Watcher:
                     if response.status_code != 200:  # e.g. 503 while Redis fails over: retry
                         time.sleep(0.2)
                         continue
+                    progress = time.monotonic()
                     for frame in parse_lines(response.iter_lines()):
                         if frame.event == "ping":
+                            if self.stall_seconds and time.monotonic() - progress > self.stall_seconds:
+                                self.stalls += 1
+                                break
                             continue
+                        progress = time.monotonic()
                         self.frames.append(frame)
                         if frame.event in TERMINAL:
                             self.done.set()
