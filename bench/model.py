@@ -8,7 +8,6 @@ through ``POST /v1/messages`` with ``stream:true``, and through ``llama_cpp.serv
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 
 from bench.common import WINDOWS_MS, Metric, Options, bench_stack, log, write_result
-from deploy.probes import free_port, http_ok, wait_for
+from bench.targets import start_peer
 
 PROMPT = "Write a long story about a lighthouse keeper and a storm."
 SEED = 7
@@ -170,7 +169,7 @@ def _repeat(
 
 def run(options: Options) -> list[Metric]:
     """Efficiency, TTFT overhead and the peer-server ratios, each measured within one repeat."""
-    from workers.providers.llama_cpp import default_model_path, load_llama
+    from workers.providers.llama_cpp import load_llama
 
     max_tokens = options.pick(64, 160)
     efficiency = Metric(
@@ -219,29 +218,7 @@ def run(options: Options) -> list[Metric]:
         for w in WINDOWS_MS
     ]
     with bench_stack("model", workers=[worker, *others], env={"SLUICE_MODEL_THREADS": "2"}) as st:
-        port = free_port()
-        st.stack.spawn(
-            "llama-cpp-server",
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                default_model_path(),
-                "--n_threads",
-                "2",
-                "--n_threads_batch",
-                "2",
-                "--n_ctx",
-                "4096",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-        )
-        peer_url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: http_ok(f"{peer_url}/v1/models"), 120, "llama_cpp.server")
+        peer_url = start_peer(st)
         llm = load_llama(None, 4096, 2)
         with httpx.Client(timeout=120) as client:
             log("model: warm-up")
